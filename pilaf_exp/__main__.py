@@ -1,0 +1,47 @@
+"""Entry point: `python -m pilaf_exp [group=option ...] [key=value ...]` (Hydra)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import hydra
+from omegaconf import DictConfig
+
+from pilaf_exp.checks import ConfigError
+from pilaf_exp.cli import CONF_DIR, bad_group_choices
+
+
+def quiet_framework_chatter() -> None:
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> dict:
+    from pilaf_exp.experiment import run  # heavy imports after argument checks
+
+    try:
+        return run(cfg)
+    except ConfigError as error:
+        fail(str(error))
+
+
+def main() -> None:
+    problems = bad_group_choices(sys.argv[1:])
+    if problems:
+        fail("; ".join(problems))
+    quiet_framework_chatter()
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

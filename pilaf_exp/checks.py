@@ -1,0 +1,57 @@
+"""Config validation before anything is built or written: one clear line per problem."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming the value and what is accepted."""
+
+
+# (dotted key, predicate, what is accepted). Keys absent from the composed config are skipped,
+# so a rule for one group's field (sampler.n) only applies when that group is chosen.
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("algo.beta", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("algo.steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("algo.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("algo.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("algo.temperature", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("algo.eval_every", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("sampler.n", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("sampler.beta", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("sampler.coef", lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("sampler.interpolated_fraction", lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("task.vocab_size", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("task.prompt_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("task.response_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("task.num_test_prompts", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("oracle.target_std", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("oracle.calibration_prompts", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    ("model.sft.steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.sft.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.sft.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    found = []
+    for key, accepted, expected in RULES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not accepted(value):
+            found.append(f"{key}={value!r} is not accepted: expected {expected}")
+    return found
+
+
+def validate(cfg: DictConfig) -> None:
+    found = problems(cfg)
+    if found:
+        raise ConfigError("; ".join(found))

@@ -1,0 +1,57 @@
+"""The proxy oracle (stand-in for the human): a scalar reward model r*(x, y).
+
+It is asked only for a preference label on a pair; its scalar score is used for
+evaluation alone. Labelling rules are small callables chosen by `_target_`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pilaf_exp.dpo import join
+
+
+class RewardOracle(nn.Module):
+    """Wraps any sequence-classification model with a scalar head; scores are affinely
+    calibrated (`shift`, `scale`) so that r* has a chosen mean and spread under pi_ref."""
+
+    def __init__(self, model: nn.Module, pad_token_id: int) -> None:
+        super().__init__()
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def raw_score(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> Tensor:
+        input_ids, attention_mask, position_ids = join(prompt_ids, prompt_mask, response_ids, response_mask)
+        # The classifier reads its score at the last non-pad token, so padding must carry its pad id.
+        input_ids = torch.where(attention_mask.bool(), input_ids, self.pad_token_id)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        return out.logits[:, 0].float()
+
+    def score(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> Tensor:
+        """Calibrated r*(x, y): [B]."""
+        raw = self.raw_score(prompt_ids, prompt_mask, response_ids, response_mask)
+        return (raw - self.shift) * self.scale
+
+    def calibrate(self, raw_scores: Tensor, target_std: float) -> None:
+        """Centre r* and scale it to `target_std` over the given (pi_ref) sample of raw scores."""
+        self.shift.fill_(raw_scores.mean())
+        self.scale.fill_(target_std / raw_scores.std().clamp(min=1e-8))
+
+
+class BradleyTerryLabeler:
+    """Sampled label: P(y_a > y_b) = sigmoid(r*(y_a) - r*(y_b))."""
+
+    def __call__(self, score_a: Tensor, score_b: Tensor, generator: torch.Generator) -> Tensor:
+        p_a = torch.sigmoid(score_a - score_b)
+        return torch.rand(p_a.shape, generator=generator) < p_a
+
+
+class ArgmaxLabeler:
+    """Deterministic label: the higher-scored response wins (ties go to y_a)."""
+
+    def __call__(self, score_a: Tensor, score_b: Tensor, generator: torch.Generator) -> Tensor:
+        return score_a >= score_b

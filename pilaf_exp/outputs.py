@@ -1,0 +1,91 @@
+"""What a run leaves in its directory, and the table it prints."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from pilaf_exp.checks import ConfigError  # noqa: E402
+
+
+def claim_run_dir(out_dir: Path) -> None:
+    """Refuse to run over a finished run: its results would be overwritten."""
+    if (out_dir / "summary.json").exists():
+        raise ConfigError(f"output_dir={out_dir} already holds a finished run (summary.json); choose another directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def save_config(cfg: DictConfig, out_dir: Path) -> None:
+    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+PHASES = ("sampling", "labelling", "evaluation")
+
+
+def timing(seconds: dict[str, float], wall: float, pairs: int) -> dict[str, float]:
+    """Wall time split by phase; 'training' is the rest of the fit (loss, backward, optimizer,
+    Lightning's loop), 'setup' everything before it (SFT cache, oracle calibration)."""
+    split = {phase: seconds.get(phase, 0.0) for phase in PHASES}
+    split["training"] = seconds.get("fit", 0.0) - sum(split.values())
+    split["setup"] = wall - seconds.get("fit", 0.0)
+    split["total"] = wall
+    split["sampling_ms_per_pair"] = 1000 * split["sampling"] / max(pairs, 1)
+    return split
+
+
+def plot_reward_kl(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Reward against KL at every evaluation; darker = later (paper Fig. 2-5)."""
+    kl = [row["eval/kl"] for row in history]
+    reward = [row["eval/reward"] for row in history]
+    steps = [row["step"] for row in history]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(kl, reward, color="0.7", zorder=1)
+    points = ax.scatter(kl, reward, c=steps, cmap="Blues", vmin=-0.3 * max(steps), edgecolors="k", zorder=2)
+    fig.colorbar(points, ax=ax, label="training step")
+    ax.set(xlabel="KL(pi_theta || pi_ref)", ylabel="reward r*", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path) -> None:
+    console = Console()
+    table = Table(title=f"{summary['algo']} DPO · sampler={summary['sampler']} · seed={summary['seed']}")
+    for column in ("policy", "reward", "KL", "J"):
+        table.add_column(column, justify="right")
+    table.add_row("SFT (step 0)", *(f"{summary[f'sft/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    table.add_row(f"final (step {summary['steps']})", *(f"{summary[f'eval/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    console.print(table)
+    console.print(
+        "annotations {a:.0f} · forward passes/pair {f:.2f} (+{s:.2f} selection)".format(
+            a=summary["annotations/total"],
+            f=summary["sampling/forward_passes_per_pair"],
+            s=summary["sampling/selection_passes_per_pair"],
+        )
+    )
+    console.print(
+        "wall {total:.1f}s = setup {setup:.1f} + sampling {sampling:.1f} + labelling {labelling:.1f}"
+        " + training {training:.1f} + evaluation {evaluation:.1f}".format(**split)
+    )
+    console.print(f"outputs: {out_dir}")

@@ -1,0 +1,170 @@
+"""Response-pair samplers for preference labelling: one small class each, chosen by `_target_`.
+
+Each returns, per prompt, one pair (y_a, y_b), the source that produced each response
+(codes into `generation.SOURCES`) and the token positions the models processed, so the
+sampling cost is measured rather than assumed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pilaf_exp.dpo import implicit_reward, sequence_logprob
+from pilaf_exp.generation import MINUS, PLUS, POLICY, REFERENCE, Decoded, DecodeSpec, decode
+
+
+@dataclass
+class PairBatch:
+    prompt_ids: Tensor  # [B, P]
+    prompt_mask: Tensor  # [B, P]
+    response_a: Tensor  # [B, T]
+    mask_a: Tensor  # [B, T]
+    response_b: Tensor  # [B, T]
+    mask_b: Tensor  # [B, T]
+    source_a: Tensor  # [B] source codes
+    source_b: Tensor  # [B]
+    # Model forward passes, in units of "one model decodes one full response": measured as
+    # token positions processed / (prompt width + new tokens - 1), summed over both models.
+    generation_passes: float
+    selection_passes: float = 0.0  # extra full-sequence forwards spent choosing the pair (best-of-N)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+
+def decode_passes(out: Decoded, prompt_width: int, spec: DecodeSpec) -> float:
+    """Token positions both models processed, in full-response decodes (prefill + T - 1 steps)."""
+    return sum(out.positions.values()) / (prompt_width + spec.max_new_tokens - 1)
+
+
+class PairSampler(ABC):
+    name: str
+
+    @abstractmethod
+    def sample(
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        spec: DecodeSpec,
+        generator: torch.Generator,
+    ) -> PairBatch: ...
+
+
+class TwoDrawSampler(PairSampler):
+    """Samplers that draw exactly two responses per prompt, both in one decode batch."""
+
+    coef: float = 0.0
+
+    @abstractmethod
+    def sources(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Source codes ([B], [B]) for y_a and y_b."""
+
+    def sample(self, policy, reference, prompt_ids, prompt_mask, spec, generator) -> PairBatch:
+        batch = prompt_ids.shape[0]
+        source_a, source_b = self.sources(batch, generator)
+        # Rows 0..B-1 are the y_a's, rows B..2B-1 the y_b's.
+        out = decode(
+            policy,
+            reference,
+            prompt_ids.repeat(2, 1),
+            prompt_mask.repeat(2, 1),
+            torch.cat([source_a, source_b]),
+            spec,
+            generator,
+            coef=self.coef,
+        )
+        return PairBatch(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_a=out.tokens[:batch],
+            mask_a=out.mask[:batch],
+            response_b=out.tokens[batch:],
+            mask_b=out.mask[batch:],
+            source_a=source_a,
+            source_b=source_b,
+            generation_passes=decode_passes(out, prompt_ids.shape[1], spec),
+        )
+
+
+class VanillaSampler(TwoDrawSampler):
+    """y_a, y_b ~ pi_theta."""
+
+    name = "vanilla"
+
+    def sources(self, batch, generator):
+        both = torch.full((batch,), POLICY)
+        return both, both.clone()
+
+
+class HybridSampler(TwoDrawSampler):
+    """XPO-style: y_a ~ pi_theta, y_b ~ pi_ref."""
+
+    name = "hybrid"
+
+    def sources(self, batch, generator):
+        return torch.full((batch,), POLICY), torch.full((batch,), REFERENCE)
+
+
+class PilafSampler(TwoDrawSampler):
+    """With prob. 1 - interpolated_fraction a vanilla pair, else (y_a ~ pi_plus, y_b ~ pi_minus)."""
+
+    name = "pilaf"
+
+    def __init__(self, coef: float, interpolated_fraction: float = 0.5) -> None:
+        self.coef = coef
+        self.interpolated_fraction = interpolated_fraction
+
+    def sources(self, batch, generator):
+        interpolated = torch.rand(batch, generator=generator) < self.interpolated_fraction
+        source_a = torch.where(interpolated, PLUS, POLICY)
+        source_b = torch.where(interpolated, MINUS, POLICY)
+        return source_a, source_b
+
+
+class BestOfNSampler(PairSampler):
+    """N responses ~ pi_theta per prompt; keep the argmax and argmin of the DPO implicit reward."""
+
+    name = "best_of_n"
+
+    def __init__(self, n: int = 8, beta: float = 0.1) -> None:
+        self.n = n
+        self.beta = beta
+
+    def sample(self, policy, reference, prompt_ids, prompt_mask, spec, generator) -> PairBatch:
+        batch, n = prompt_ids.shape[0], self.n
+        # Row r*B + i is candidate r of prompt i.
+        prompts = prompt_ids.repeat(n, 1)
+        masks = prompt_mask.repeat(n, 1)
+        out = decode(policy, reference, prompts, masks, torch.full((n * batch,), POLICY), spec, generator)
+        rewards = self.candidate_rewards(policy, reference, prompts, masks, out).view(n, batch)
+        best, worst = rewards.argmax(0), rewards.argmin(0)
+        # Identical rewards would make argmax == argmin; fall back to the next candidate.
+        worst = torch.where(best == worst, (best + 1) % n, worst)
+        rows = torch.arange(batch)
+        pick = lambda t, idx: t.view(n, batch, -1)[idx, rows]  # noqa: E731
+        return PairBatch(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_a=pick(out.tokens, best),
+            mask_a=pick(out.mask, best),
+            response_b=pick(out.tokens, worst),
+            mask_b=pick(out.mask, worst),
+            source_a=torch.full((batch,), POLICY),
+            source_b=torch.full((batch,), POLICY),
+            generation_passes=decode_passes(out, prompt_ids.shape[1], spec),
+            # One full-sequence forward per candidate under each of the two models.
+            selection_passes=2.0 * n * batch,
+        )
+
+    @torch.no_grad()
+    def candidate_rewards(self, policy, reference, prompts, masks, out: Decoded) -> Tensor:
+        """r_theta of every candidate ([N*B]), at temperature 1 as DPO defines it."""
+        logp_policy = sequence_logprob(policy, prompts, masks, out.tokens, out.mask)
+        logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask)
+        return implicit_reward(logp_policy, logp_reference, self.beta)

@@ -1,0 +1,66 @@
+"""The embedded default task: a synthetic token language small enough to enumerate.
+
+Prompts are every string of `prompt_length` content tokens (a seeded shuffle splits them
+into train and test); demonstrations continue a prompt with a seeded random bigram chain,
+which the SFT stage learns. Fixed-length responses, no special tokens: with 8 tokens and
+responses of 6 a prompt has 8**6 = 262,144 possible responses, all enumerable.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pilaf_exp.generation import DecodeSpec
+
+
+class EmbeddedTask:
+    def __init__(
+        self,
+        vocab_size: int = 8,
+        prompt_length: int = 4,
+        response_length: int = 6,
+        num_test_prompts: int = 256,
+        concentration: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.vocab_size = vocab_size
+        self.prompt_length = prompt_length
+        self.response_length = response_length
+        rng = np.random.default_rng(seed)
+        # Row i: distribution of the token after token i. Dirichlet(concentration) rows give
+        # a chain with structure to learn but enough entropy left for preferences to matter.
+        self.transition = torch.tensor(rng.dirichlet([concentration] * vocab_size, size=vocab_size), dtype=torch.float32)
+        prompts = torch.tensor(list(itertools.product(range(vocab_size), repeat=prompt_length)), dtype=torch.long)
+        prompts = prompts[torch.from_numpy(rng.permutation(len(prompts)))]
+        if not 0 < num_test_prompts < len(prompts):
+            raise ValueError(f"task.num_test_prompts={num_test_prompts}: must be in 1..{len(prompts) - 1}")
+        self.test_prompts, self.train_prompts = prompts[:num_test_prompts], prompts[num_test_prompts:]
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return None
+
+    @property
+    def pad_token_id(self) -> int:
+        return 0
+
+    def decode_spec(self, temperature: float) -> DecodeSpec:
+        return DecodeSpec(self.response_length, temperature, self.eos_token_id, self.pad_token_id)
+
+    @staticmethod
+    def mask_of(prompts: Tensor) -> Tensor:
+        return torch.ones_like(prompts)
+
+    def demonstrations(self, count: int, generator: torch.Generator) -> Tensor:
+        """[count, P + T] train prompts continued by the bigram chain."""
+        index = torch.randint(len(self.train_prompts), (count,), generator=generator)
+        tokens = [self.train_prompts[index]]
+        last = tokens[0][:, -1]
+        for _ in range(self.response_length):
+            last = torch.multinomial(self.transition[last], 1, generator=generator).squeeze(-1)
+            tokens.append(last[:, None])
+        return torch.cat(tokens, dim=1)
