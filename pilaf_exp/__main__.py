@@ -14,10 +14,17 @@ from pilaf_exp.cli import CONF_DIR, bad_group_choices
 
 
 def quiet_framework_chatter() -> None:
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    """Silence framework notices that say nothing about this run (the run dir is ours to fill,
+    the frozen models are in eval mode on purpose, the prompt loader needs no workers)."""
+    for message in ("does not have many workers", "module\\(s\\) in eval mode", "Experiment logs directory"):
+        warnings.filterwarnings("ignore", message=f".*{message}.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def fail(message: str) -> None:

@@ -40,5 +40,5 @@ class OnlineDPO:
         prompts = exp.task.train_prompts
         loader = prompt_stream(prompts, exp.task.mask_of(prompts), self.batch_size, self.steps, exp.seed)
         with module.stopwatch("fit"):
-            exp.trainer(max_steps=self.steps).fit(module, loader)
+            exp.trainer(max_steps=self.steps, max_epochs=1).fit(module, loader)
         return module

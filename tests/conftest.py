@@ -1,0 +1,53 @@
+"""Shared fixtures: the *real* composed config, shrunk so a run takes seconds."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pilaf_exp.cli import CONF_DIR
+
+# A short online run: enough steps for the policy to move, small enough for CI.
+SMALL = [
+    "logger=csv",
+    "algo.steps=20",
+    "algo.batch_size=16",
+    "algo.eval_every=10",
+    "task.num_test_prompts=64",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
+]
+
+warnings.filterwarnings("ignore", message=".*(does not have many workers|in eval mode|Experiment logs directory).*")
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def sft_cache(tmp_path_factory) -> Path:
+    """One SFT reference for the whole session (the cache is keyed by config)."""
+    return tmp_path_factory.mktemp("sft_cache")
+
+
+@pytest.fixture
+def small_cfg(tmp_path: Path, sft_cache: Path):
+    """small_cfg(*overrides, out=dir) -> a shrunk config writing into its own run directory."""
+
+    def make(*overrides: str, out: Path | None = None) -> DictConfig:
+        return compose_config(f"output_dir={out or tmp_path / 'run'}", f"cache_dir={sft_cache}", *SMALL, *overrides)
+
+    return make
+
+
+@pytest.fixture
+def subprocess_env(sft_cache: Path) -> dict[str, str]:
+    """Environment for `python -m pilaf_exp` subprocesses: shared SFT cache, W&B offline."""
+    return {**os.environ, "PILAF_CACHE_DIR": str(sft_cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
