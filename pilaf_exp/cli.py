@@ -26,7 +26,11 @@ def bad_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         options = group_options(group, conf_dir)
         if options is None or override.is_delete():
             continue
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.get_value_element_as_str()]
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
         for value in values:
             if value not in options and value != "null":
                 messages.append(f"{group}={value} is not a known {group}; accepted: {', '.join(options)}")

@@ -32,8 +32,7 @@ class PreferenceLog:
 
     def __init__(self) -> None:
         self.columns: dict[str, list] = {
-            name: []
-            for name in ("step", "prompt", "response_a", "response_b", "source_a", "source_b", "a_preferred")
+            name: [] for name in ("step", "prompt", "response_a", "response_b", "source_a", "source_b", "a_preferred")
         }
 
     def __len__(self) -> int:

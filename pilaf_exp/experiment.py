@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -49,7 +48,9 @@ class Experiment:
 
     def evaluator(self, spec: DecodeSpec, beta: float) -> Evaluator:
         prompts = self.task.test_prompts
-        return Evaluator(prompts, self.task.mask_of(prompts), spec, beta, int(self.cfg.eval.seed), int(self.cfg.eval.batch_size))
+        return Evaluator(
+            prompts, self.task.mask_of(prompts), spec, beta, int(self.cfg.eval.seed), int(self.cfg.eval.batch_size)
+        )
 
     def trainer(self, **kwargs) -> L.Trainer:
         return instantiate(self.cfg.trainer)(logger=self.loggers, **kwargs)
@@ -58,7 +59,9 @@ class Experiment:
 def build_reference(cfg: DictConfig, task: Any) -> PreTrainedModel:
     """The SFT model (reference and initial policy), from the on-disk cache when it exists."""
     sft = cfg.model.sft
-    spec = OmegaConf.to_container(OmegaConf.create({"task": cfg.task, "policy": cfg.model.policy, "sft": sft}), resolve=True)
+    spec = OmegaConf.to_container(
+        OmegaConf.create({"task": cfg.task, "policy": cfg.model.policy, "sft": sft}), resolve=True
+    )
 
     def build() -> PreTrainedModel:
         demos = task.demonstrations(sft.steps * sft.batch_size, torch.Generator().manual_seed(sft.seed))

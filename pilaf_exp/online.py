@@ -52,7 +52,7 @@ class OnlineDPOModule(L.LightningModule):
         self.generation_passes = 0.0
         self.selection_passes = 0.0
 
-    def train(self, mode: bool = True) -> "OnlineDPOModule":
+    def train(self, mode: bool = True) -> OnlineDPOModule:
         # Lightning switches the whole module to train mode; the frozen models stay in eval.
         super().train(mode)
         self.reference.eval()
@@ -68,8 +68,14 @@ class OnlineDPOModule(L.LightningModule):
         return 2 * len(self.preferences)
 
     def label(self, pairs: PairBatch) -> Tensor:
-        score_a = self.oracle.score(pairs.prompt_ids, pairs.prompt_mask, pairs.response_a, pairs.mask_a)
-        score_b = self.oracle.score(pairs.prompt_ids, pairs.prompt_mask, pairs.response_b, pairs.mask_b)
+        """True where the oracle prefers y_a. Both responses are scored in one call: [2B]."""
+        scores = self.oracle.score(
+            pairs.prompt_ids.repeat(2, 1),
+            pairs.prompt_mask.repeat(2, 1),
+            torch.cat([pairs.response_a, pairs.response_b]),
+            torch.cat([pairs.mask_a, pairs.mask_b]),
+        )
+        score_a, score_b = scores.chunk(2)
         return self.labeler(score_a, score_b, self.generator)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -95,7 +101,11 @@ class OnlineDPOModule(L.LightningModule):
             logp_reference = sequence_logprob(self.reference, prompts, masks, responses, response_masks)
         batch_size = len(prompt_ids)
         loss, margin = dpo_loss(
-            logp_policy[:batch_size], logp_policy[batch_size:], logp_reference[:batch_size], logp_reference[batch_size:], self.beta
+            logp_policy[:batch_size],
+            logp_policy[batch_size:],
+            logp_reference[:batch_size],
+            logp_reference[batch_size:],
+            self.beta,
         )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/reward_margin", margin.mean())

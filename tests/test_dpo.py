@@ -56,7 +56,9 @@ def test_temperature_divides_logits_before_normalising():
 
 
 def test_join_builds_positions_from_mask():
-    ids, mask, pos = join(torch.tensor([[5, 6]]), torch.tensor([[0, 1]]), torch.tensor([[7, 8]]), torch.tensor([[1, 0]]))
+    ids, mask, pos = join(
+        torch.tensor([[5, 6]]), torch.tensor([[0, 1]]), torch.tensor([[7, 8]]), torch.tensor([[1, 0]])
+    )
     assert ids.tolist() == [[5, 6, 7, 8]]
     assert mask.tolist() == [[0, 1, 1, 0]]
     assert pos.tolist() == [[0, 0, 1, 1]]

@@ -26,7 +26,7 @@ def test_each_sampler_runs_end_to_end_and_writes_its_outputs(small_cfg, tmp_path
     assert summary["eval/J"] == pytest.approx(summary["eval/reward"] - 0.1 * summary["eval/kl"])
     assert summary["sft/kl"] == pytest.approx(0.0, abs=1e-4)  # step 0: the policy is the reference
     assert summary["annotations/total"] == 2 * 20 * 16
-    assert (out / "config_resolved.yaml").read_text().count(f"sampler") >= 1
+    assert (out / "config_resolved.yaml").read_text().count("sampler") >= 1
     assert (out / "reward_kl.png").stat().st_size > 1000
 
     # Every labelled pair is in the Arrow dataset, with its sources and label.

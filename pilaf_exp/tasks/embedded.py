@@ -33,7 +33,9 @@ class EmbeddedTask:
         rng = np.random.default_rng(seed)
         # Row i: distribution of the token after token i. Dirichlet(concentration) rows give
         # a chain with structure to learn but enough entropy left for preferences to matter.
-        self.transition = torch.tensor(rng.dirichlet([concentration] * vocab_size, size=vocab_size), dtype=torch.float32)
+        self.transition = torch.tensor(
+            rng.dirichlet([concentration] * vocab_size, size=vocab_size), dtype=torch.float32
+        )
         prompts = torch.tensor(list(itertools.product(range(vocab_size), repeat=prompt_length)), dtype=torch.long)
         prompts = prompts[torch.from_numpy(rng.permutation(len(prompts)))]
         if not 0 < num_test_prompts < len(prompts):

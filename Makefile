@@ -1,0 +1,44 @@
+# pilaf_exp — `make run` sets everything up on a fresh machine, then runs the default experiment.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: help install run test test-fast lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: here it resolves to the local CPU wheel; elsewhere to the standard one.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with its dev tools
+
+run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
+	$(PY) -m pilaf_exp $(ARGS)
+
+test: install  ## run the test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: install  ## unit tests only (no end-to-end runs)
+	$(PY) -m pytest -q tests/test_dpo.py tests/test_oracle.py tests/test_generation.py tests/test_samplers.py
+
+lint: install  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install  ## sampler timing benchmark (writes results to stdout; see BENCHMARKS.md)
+	$(PY) -m pilaf_exp.bench $(ARGS)
+
+clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
+	rm -rf outputs multirun .pytest_cache
