@@ -35,6 +35,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.sft.steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.sft.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.sft.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("algo.iterations", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("algo.prompts_per_iteration", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("algo.sample_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("eval.optimum_prompts", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
 ]
 

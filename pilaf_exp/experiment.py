@@ -1,4 +1,4 @@
-"""Builds an experiment's parts from the config and runs it: run(cfg) -> final metrics."""
+"""Builds an experiment's parts from the config and runs it: run(cfg) -> summary."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from pilaf_exp import outputs
+from pilaf_exp.cache import load_or_build_model, load_or_compute_json
 from pilaf_exp.checks import validate
 from pilaf_exp.generation import POLICY, DecodeSpec, decode
-from pilaf_exp.metrics import Evaluator
+from pilaf_exp.metrics import Evaluator, describe_policy
+from pilaf_exp.optimum import optimum
 from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairSampler
-from pilaf_exp.sft import load_or_build, train_sft
+from pilaf_exp.sft import train_sft
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +42,51 @@ class Experiment:
     def seed(self) -> int:
         return int(self.cfg.seed)
 
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def base_spec(self) -> dict:
+        """What fixes the reference and the oracle: the key of everything cached per task."""
+        return resolved(self.cfg, "task", "model", "oracle")
+
     def new_policy(self) -> PreTrainedModel:
         """The initial policy: a trainable copy of the reference."""
-        policy = copy.deepcopy(self.reference)
+        return self.trainable(copy.deepcopy(self.reference))
+
+    def load_policy(self, path: Path) -> PreTrainedModel:
+        return self.trainable(AutoModelForCausalLM.from_pretrained(path))
+
+    @staticmethod
+    def trainable(policy: PreTrainedModel) -> PreTrainedModel:
         policy.requires_grad_(True)
         return policy.train()
 
     def evaluator(self, spec: DecodeSpec, beta: float) -> Evaluator:
-        prompts = self.task.test_prompts
-        return Evaluator(
-            prompts, self.task.mask_of(prompts), spec, beta, int(self.cfg.eval.seed), int(self.cfg.eval.batch_size)
-        )
+        prompts, ev = self.task.test_prompts, self.cfg.eval
+        return Evaluator(prompts, self.task.mask_of(prompts), spec, beta, int(ev.seed), int(ev.batch_size))
 
     def trainer(self, **kwargs) -> L.Trainer:
         return instantiate(self.cfg.trainer)(logger=self.loggers, **kwargs)
 
 
+def resolved(cfg: DictConfig, *keys: str) -> dict:
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in keys}
+
+
 def build_reference(cfg: DictConfig, task: Any) -> PreTrainedModel:
     """The SFT model (reference and initial policy), from the on-disk cache when it exists."""
     sft = cfg.model.sft
-    spec = OmegaConf.to_container(
-        OmegaConf.create({"task": cfg.task, "policy": cfg.model.policy, "sft": sft}), resolve=True
-    )
 
     def build() -> PreTrainedModel:
-        demos = task.demonstrations(sft.steps * sft.batch_size, torch.Generator().manual_seed(sft.seed))
+        count = sft.get("demonstrations") or sft.steps * sft.batch_size
+        demos = task.demonstrations(count, torch.Generator().manual_seed(sft.seed))
         with torch.random.fork_rng():
             L.seed_everything(sft.seed, verbose=False)
-            return train_sft(instantiate(cfg.model.policy), demos, task.prompt_length, sft.lr, sft.batch_size, sft.seed)
+            policy = instantiate(cfg.model.policy)
+            return train_sft(policy, demos, task.prompt_length, sft.lr, sft.batch_size, sft.steps, sft.seed)
 
-    return load_or_build(Path(cfg.cache_dir) / "sft", spec, build)
+    return load_or_build_model(Path(cfg.cache_dir) / "sft", resolved(cfg, "task", "model"), build)
 
 
 def build_oracle(cfg: DictConfig, task: Any, reference: PreTrainedModel) -> RewardOracle:
@@ -99,6 +116,22 @@ def build(cfg: DictConfig) -> Experiment:
     )
 
 
+def exact_optimum(exp: Experiment) -> dict[str, float]:
+    """J* and J(pi_ref) by enumeration on the first `eval.optimum_prompts` test prompts (cached)."""
+    count = int(exp.cfg.eval.optimum_prompts)
+    if count <= 0 or not getattr(exp.task, "enumerable", False):
+        return {}
+    beta = float(exp.cfg.algo.beta)
+    spec = {"stage": "optimum", "base": exp.base_spec(), "beta": beta, "prompts": count}
+    prompts = exp.task.test_prompts[:count]
+    task = exp.task
+    return load_or_compute_json(
+        Path(exp.cfg.cache_dir) / "optimum",
+        spec,
+        lambda: optimum(exp.reference, exp.oracle, prompts, task.vocab_size, task.response_length, beta),
+    )
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment end to end; write its outputs to cfg.output_dir; return the summary."""
     validate(cfg)
@@ -109,26 +142,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     exp = build(cfg)
     algo = instantiate(cfg.algo)
-    module = algo.fit(exp)
+    fixed = {**exact_optimum(exp), **describe_policy(exp.reference, exp.task, algo.temperature)}
+    for logger in exp.loggers:
+        logger.log_metrics(fixed, step=0)
+    fitted = algo.fit(exp)
     wall = time.perf_counter() - started
 
-    final = module.history[-1]
+    history = fitted.record.history
     summary = {
         "algo": algo.name,
         "sampler": exp.sampler.name,
         "seed": exp.seed,
-        "steps": final["step"],
-        **{k: v for k, v in final.items() if k != "step"},
-        "sft/reward": module.history[0]["eval/reward"],
-        "sft/kl": module.history[0]["eval/kl"],
-        "sft/J": module.history[0]["eval/J"],
+        "experiment": cfg.get("experiment_name") or algo.name,
+        "steps": history[-1]["step"],
+        **{k: v for k, v in history[-1].items() if k != "step"},
+        **{f"sft/{k.split('/')[1]}": history[0][k] for k in ("eval/reward", "eval/kl", "eval/J")},
+        **fixed,
     }
-    timing = outputs.timing(module.stopwatch.seconds, wall, pairs=len(module.preferences))
+    timing = outputs.timing(fitted.record.stopwatch.seconds, wall, pairs=fitted.record.pairs_labelled)
     outputs.write_json(out_dir / "summary.json", summary)
     outputs.write_json(out_dir / "timing.json", timing)
-    outputs.write_history(out_dir / "eval_history.csv", module.history)
-    module.preferences.save(out_dir / "preferences")
-    outputs.plot_reward_kl(module.history, out_dir / "reward_kl.png", title=f"{algo.name} DPO, {exp.sampler.name}")
+    outputs.write_history(out_dir / "eval_history.csv", history)
+    outputs.plot_reward_kl(history, out_dir / "reward_kl.png", title=f"{algo.name} DPO, {exp.sampler.name}")
     outputs.print_result(summary, timing, out_dir)
     for logger in exp.loggers:
         logger.finalize("success")

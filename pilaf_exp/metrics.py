@@ -38,3 +38,19 @@ class Evaluator:
             kls.append(logp_policy - logp_reference)
         reward, kl = torch.cat(rewards).mean().item(), torch.cat(kls).mean().item()
         return {"eval/reward": reward, "eval/kl": kl, "eval/J": reward - self.beta * kl}
+
+
+@torch.no_grad()
+def describe_policy(policy: nn.Module, task, temperature: float, count: int = 1024, seed: int = 0) -> dict[str, float]:
+    """How sharp a starting policy is: its response entropy on test prompts, its NLL of held-out
+    demonstrations and, where the task knows its own distribution, its KL from it (nats)."""
+    generator = torch.Generator().manual_seed(seed)
+    demos = task.demonstrations(count, generator, prompts=task.test_prompts)
+    prompts, responses = demos[:, : task.prompt_length], demos[:, task.prompt_length :]
+    nll = -sequence_logprob(policy, prompts, torch.ones_like(prompts), responses, torch.ones_like(responses))
+    out = decode(policy, policy, prompts, torch.ones_like(prompts), torch.full((count,), POLICY),
+                 task.decode_spec(temperature), generator)  # fmt: skip
+    stats = {"init/entropy": -out.logprobs.sum(-1).mean().item(), "init/test_nll": nll.mean().item()}
+    if hasattr(task, "true_logprob"):
+        stats["init/kl_to_task"] = (task.true_logprob(demos) + nll).mean().item()
+    return stats

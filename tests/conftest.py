@@ -14,6 +14,7 @@ from pilaf_exp.cli import CONF_DIR
 
 # A short online run: enough steps for the policy to move, small enough for CI.
 SMALL = [
+    "eval.optimum_prompts=0",
     "logger=csv",
     "algo.steps=20",
     "algo.batch_size=16",

@@ -65,14 +65,14 @@ def test_online_dpo_learns_and_only_the_policy_changes(small_cfg):
     exp = build(cfg)
     reference_before = {k: v.clone() for k, v in exp.reference.state_dict().items()}
     oracle_before = {k: v.clone() for k, v in exp.oracle.state_dict().items()}
-    module = instantiate(cfg.algo).fit(exp)
+    fitted = instantiate(cfg.algo).fit(exp)
 
-    sft, final = module.history[0], module.history[-1]
+    sft, final = fitted.record.history[0], fitted.record.history[-1]
     assert final["step"] == 60
     # The objective moved: reward under the oracle rose well above the SFT policy's.
     assert final["eval/reward"] > sft["eval/reward"] + 0.3
     assert final["eval/kl"] > 0.05
-    changed = [k for k, v in module.policy.state_dict().items() if not torch.equal(v, reference_before[k])]
+    changed = [k for k, v in fitted.policy.state_dict().items() if not torch.equal(v, reference_before[k])]
     assert len(changed) == len(reference_before)  # every policy tensor moved
     assert all(torch.equal(v, reference_before[k]) for k, v in exp.reference.state_dict().items())
     assert all(torch.equal(v, oracle_before[k]) for k, v in exp.oracle.state_dict().items())

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from pilaf_exp.data import prompt_stream
-from pilaf_exp.online import OnlineDPOModule
+from pilaf_exp.dpo_module import OnlineDPOModule
+from pilaf_exp.labelling import Fitted, RunRecord
 
 if TYPE_CHECKING:
     from pilaf_exp.experiment import Experiment
@@ -22,23 +23,18 @@ class OnlineDPO:
     eval_every: int
     name: ClassVar[str] = "online"
 
-    def fit(self, exp: Experiment) -> OnlineDPOModule:
+    def fit(self, exp: Experiment) -> Fitted:
         spec = exp.task.decode_spec(self.temperature)
+        record = RunRecord()
+        policy = exp.new_policy()
         module = OnlineDPOModule(
-            policy=exp.new_policy(),
-            reference=exp.reference,
-            oracle=exp.oracle,
-            sampler=exp.sampler,
-            labeler=exp.labeler,
-            evaluator=exp.evaluator(spec, self.beta),
-            spec=spec,
-            beta=self.beta,
-            lr=self.lr,
-            eval_every=self.eval_every,
-            seed=exp.seed,
-        )
+            policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
+            beta=self.beta, lr=self.lr, eval_every=self.eval_every,
+            sampler=exp.sampler, labeler=exp.labeler, spec=spec, seed=exp.seed,
+        )  # fmt: skip
         prompts = exp.task.train_prompts
         loader = prompt_stream(prompts, exp.task.mask_of(prompts), self.batch_size, self.steps, exp.seed)
-        with module.stopwatch("fit"):
+        with record.stopwatch("fit"):
             exp.trainer(max_steps=self.steps, max_epochs=1).fit(module, loader)
-        return module
+        record.flush_preferences(exp.output_dir / "preferences")
+        return Fitted(policy, record)

@@ -42,6 +42,8 @@ class EmbeddedTask:
             raise ValueError(f"task.num_test_prompts={num_test_prompts}: must be in 1..{len(prompts) - 1}")
         self.test_prompts, self.train_prompts = prompts[:num_test_prompts], prompts[num_test_prompts:]
 
+    enumerable = True  # every response can be listed: the exact optimum J* is computable
+
     @property
     def eos_token_id(self) -> int | None:
         return None
@@ -57,12 +59,19 @@ class EmbeddedTask:
     def mask_of(prompts: Tensor) -> Tensor:
         return torch.ones_like(prompts)
 
-    def demonstrations(self, count: int, generator: torch.Generator) -> Tensor:
-        """[count, P + T] train prompts continued by the bigram chain."""
-        index = torch.randint(len(self.train_prompts), (count,), generator=generator)
-        tokens = [self.train_prompts[index]]
+    def demonstrations(self, count: int, generator: torch.Generator, prompts: Tensor | None = None) -> Tensor:
+        """[count, P + T] prompts (default: the train split) continued by the bigram chain."""
+        prompts = self.train_prompts if prompts is None else prompts
+        index = torch.randint(len(prompts), (count,), generator=generator)
+        tokens = [prompts[index]]
         last = tokens[0][:, -1]
         for _ in range(self.response_length):
             last = torch.multinomial(self.transition[last], 1, generator=generator).squeeze(-1)
             tokens.append(last[:, None])
         return torch.cat(tokens, dim=1)
+
+    def true_logprob(self, sequences: Tensor) -> Tensor:
+        """log p(response | prompt) under the chain that wrote the demonstrations: [N]."""
+        start = self.prompt_length - 1
+        steps = self.transition[sequences[:, start:-1], sequences[:, start + 1 :]]
+        return steps.log().sum(-1)

@@ -1,0 +1,122 @@
+"""Iterative DPO (Xiong et al. 2024): K rounds of (sample and label a dataset with the policy as
+it stands, then train DPO on it). The policy carries over; pi_ref stays the SFT model.
+
+Paper protocol (`vanilla_first_iteration`): round 1 uses vanilla sampling for every sampler.
+It is computed once per (task, model, oracle, algorithm settings, seed), cached, and every
+sampler's run continues from that same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pilaf_exp.cache import cache_key
+from pilaf_exp.data import prompt_stream
+from pilaf_exp.dpo_module import DatasetDPOModule
+from pilaf_exp.labelling import Fitted, LabelledPairs, RunRecord
+from pilaf_exp.samplers import PairSampler, VanillaSampler
+
+if TYPE_CHECKING:
+    from pilaf_exp.experiment import Experiment
+
+
+@dataclass
+class IterativeDPO:
+    beta: float
+    iterations: int
+    prompts_per_iteration: int  # pairs labelled per iteration
+    batch_size: int  # pairs per DPO step
+    lr: float
+    temperature: float
+    eval_every: int
+    sample_batch_size: int = 512  # prompts per sampling call while building a dataset
+    vanilla_first_iteration: bool = True
+    name: ClassVar[str] = "iterative"
+
+    def fit(self, exp: Experiment) -> Fitted:
+        record, policy, first = RunRecord(), exp.new_policy(), 1
+        if self.vanilla_first_iteration:
+            policy, record = self.first_iteration_from_cache(exp)
+            first = 2
+        for iteration in range(first, self.iterations + 1):
+            self.iterate(exp, policy, record, exp.sampler, iteration)
+        return Fitted(policy, record)
+
+    def seed(self, exp: Experiment, iteration: int) -> int:
+        # Each round's randomness depends only on (run seed, round), so a round replays the same
+        # whether the rounds before it were computed here or loaded from the cache.
+        return exp.seed * 10_007 + iteration
+
+    def iterate(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int) -> None:
+        spec = exp.task.decode_spec(self.temperature)
+        generator = torch.Generator().manual_seed(self.seed(exp, iteration))
+        prompts = exp.task.train_prompts
+        stream = prompt_stream(
+            prompts, exp.task.mask_of(prompts), self.sample_batch_size,
+            -(-self.prompts_per_iteration // self.sample_batch_size), self.seed(exp, iteration),
+        )  # fmt: skip
+        policy.eval()
+        parts, remaining = [], self.prompts_per_iteration
+        for prompt_ids, prompt_mask in stream:
+            batch = slice(0, min(remaining, len(prompt_ids)))
+            parts.append(
+                record.sample_and_label(
+                    sampler, exp.labeler, exp.oracle, policy, exp.reference,
+                    prompt_ids[batch], prompt_mask[batch], spec, generator, record.step_offset,
+                )  # fmt: skip
+            )
+            remaining -= len(prompt_ids[batch])
+        record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
+        dataset = LabelledPairs.concat(parts)
+
+        steps = -(-len(dataset.prompt_ids) // self.batch_size)
+        loader = DataLoader(
+            TensorDataset(*dataset.tensors()),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed(exp, iteration)),
+        )
+        module = DatasetDPOModule(
+            policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
+            beta=self.beta, lr=self.lr, eval_every=self.eval_every,
+        )  # fmt: skip
+        with record.stopwatch("fit"):
+            exp.trainer(max_steps=steps, max_epochs=1).fit(module, loader)
+        record.step_offset += steps
+
+    def first_iteration_from_cache(self, exp: Experiment):
+        """Round 1 with vanilla sampling, shared by every sampler: load it, or run and cache it."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("iterations", "vanilla_first_iteration")}
+        spec = {"stage": "iterative_dpo_round_1", "base": exp.base_spec(), "algo": settings, "seed": exp.seed}
+        target = Path(exp.cfg.cache_dir) / "iteration_1" / cache_key(spec)
+        cached = (target / "record.json").exists()
+        if not cached:
+            policy, record = exp.new_policy(), RunRecord()
+            self.iterate(exp, policy, record, VanillaSampler(), 1)
+            staging = target.with_name(f".staging-{target.name}-{id(record)}")
+            policy.save_pretrained(staging / "policy")
+            shutil.copytree(exp.output_dir / "preferences" / "iteration_1", staging / "preferences")
+            (staging / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                staging.rename(target)
+            except OSError:  # a concurrent run cached it first: use theirs
+                shutil.rmtree(staging, ignore_errors=True)
+        else:
+            shutil.copytree(target / "preferences", exp.output_dir / "preferences" / "iteration_1")
+        state = json.loads((target / "record.json").read_text())
+        state.pop("spec")
+        record = RunRecord(**state)
+        if cached:  # replay round 1's evaluations into this run's loggers
+            for row in record.history:
+                for logger in exp.loggers:
+                    logger.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+        # Every run continues from the stored weights, so all samplers start byte-identical.
+        return exp.load_policy(target / "policy"), record

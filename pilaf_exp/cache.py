@@ -1,0 +1,60 @@
+"""On-disk caches keyed by a hash of the config that determines their content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Atomically move a finished entry into place; if a concurrent run got there first, keep
+    theirs (same spec, same content) so every run reads byte-identical files."""
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+
+
+def load_or_build_model(root: Path, spec: dict, build: Callable[[], PreTrainedModel]) -> PreTrainedModel:
+    """The causal LM cached under `spec`'s hash, built (and cached) on a miss."""
+    target = root / cache_key(spec)
+    if not (target / "config.json").exists():
+        log.info("cache miss: building %s", target)
+        model = build()
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+        model.save_pretrained(staging)
+        (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        _publish(staging, target)
+    # Reload even after a build, so a fresh and a cached run use the same stored weights.
+    return AutoModelForCausalLM.from_pretrained(target)
+
+
+def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A small JSON result cached under `spec`'s hash, computed (and cached) on a miss."""
+    target = root / f"{cache_key(spec)}.json"
+    if not target.exists():
+        log.info("cache miss: computing %s", target)
+        root.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=root, prefix=".staging-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"spec": spec, "result": compute()}, f, indent=2, sort_keys=True)
+        _publish(Path(staging), target)
+    return json.loads(target.read_text())["result"]

@@ -1,0 +1,118 @@
+"""The LightningModules that train the policy with DPO. They only wire the pure pieces:
+the sampler, the oracle, the loss in `dpo.py` and the evaluator in `metrics.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from pilaf_exp.dpo import dpo_loss, sequence_logprob
+from pilaf_exp.generation import DecodeSpec
+from pilaf_exp.labelling import LabelledPairs, RunRecord
+from pilaf_exp.metrics import Evaluator
+from pilaf_exp.oracle import RewardOracle
+from pilaf_exp.samplers import PairSampler
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class DPOModule(L.LightningModule):
+    """DPO on labelled pairs with a frozen reference; evaluates every `eval_every` steps."""
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        oracle: RewardOracle,
+        evaluator: Evaluator,
+        record: RunRecord,
+        beta: float,
+        lr: float,
+        eval_every: int,
+    ) -> None:
+        super().__init__()
+        self.policy = policy
+        self.reference = freeze(reference)
+        self.oracle = freeze(oracle)
+        self.evaluator, self.record = evaluator, record
+        self.beta, self.lr, self.eval_every = beta, lr, eval_every
+
+    def train(self, mode: bool = True) -> DPOModule:
+        # Lightning switches the whole module to train mode; the frozen models stay in eval.
+        super().train(mode)
+        self.reference.eval()
+        self.oracle.eval()
+        return self
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.lr)
+
+    @property
+    def run_step(self) -> int:
+        """Training steps of the whole run so far (iterative DPO spans several trainers)."""
+        return self.record.step_offset + self.global_step
+
+    def loss(self, pairs: LabelledPairs) -> Tensor:
+        # One forward per model over [chosen; rejected]: [2B, P + T].
+        prompts, masks = pairs.prompt_ids.repeat(2, 1), pairs.prompt_mask.repeat(2, 1)
+        responses = torch.cat([pairs.chosen, pairs.rejected])
+        response_masks = torch.cat([pairs.chosen_mask, pairs.rejected_mask])
+        logp_policy = sequence_logprob(self.policy, prompts, masks, responses, response_masks)
+        with torch.no_grad():
+            logp_reference = sequence_logprob(self.reference, prompts, masks, responses, response_masks)
+        loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.beta)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/reward_margin", margin.mean())
+        self.log("train/accuracy", (margin > 0).float().mean())
+        self.log("annotations/total", float(self.record.annotations))
+        return loss
+
+    def on_train_start(self) -> None:
+        self.evaluate()  # the starting policy (step 0: the SFT model itself)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.run_step % self.eval_every == 0 or self.global_step == self.trainer.max_steps:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        if self.record.history and self.record.history[-1]["step"] == self.run_step:
+            return  # already evaluated at this step
+        with self.record.stopwatch("evaluation"):
+            metrics = self.evaluator(self.policy, self.reference, self.oracle)
+        metrics |= self.record.cost_metrics()
+        self.record.history.append({"step": self.run_step, **metrics})
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.run_step)
+
+
+class OnlineDPOModule(DPOModule):
+    """Online DPO: every step samples pairs from the current policy, labels them, steps once."""
+
+    def __init__(
+        self, *args: Any, sampler: PairSampler, labeler: Any, spec: DecodeSpec, seed: int, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.sampler, self.labeler, self.spec = sampler, labeler, spec
+        self.generator = torch.Generator().manual_seed(seed)  # sampling + labelling noise
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        prompt_ids, prompt_mask = batch
+        pairs = self.record.sample_and_label(
+            self.sampler, self.labeler, self.oracle, self.policy, self.reference,
+            prompt_ids, prompt_mask, self.spec, self.generator, self.run_step,
+        )  # fmt: skip
+        return self.loss(pairs)
+
+
+class DatasetDPOModule(DPOModule):
+    """DPO on a fixed, already labelled dataset (one iteration of iterative DPO)."""
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self.loss(LabelledPairs(*batch))

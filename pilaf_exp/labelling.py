@@ -1,0 +1,111 @@
+"""From sampled pairs to labelled (chosen, rejected) pairs, and the record a run keeps of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pilaf_exp.data import PreferenceLog
+from pilaf_exp.oracle import RewardOracle
+from pilaf_exp.samplers import PairBatch
+from pilaf_exp.timing import Stopwatch
+
+
+@dataclass
+class LabelledPairs:
+    prompt_ids: Tensor  # [B, P]
+    prompt_mask: Tensor  # [B, P]
+    chosen: Tensor  # [B, T]
+    chosen_mask: Tensor  # [B, T]
+    rejected: Tensor  # [B, T]
+    rejected_mask: Tensor  # [B, T]
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.prompt_ids, self.prompt_mask, self.chosen, self.chosen_mask, self.rejected, self.rejected_mask)
+
+    @classmethod
+    def concat(cls, parts: list[LabelledPairs]) -> LabelledPairs:
+        return cls(*(torch.cat(columns) for columns in zip(*(p.tensors() for p in parts))))
+
+
+def label(oracle: RewardOracle, labeler: Any, pairs: PairBatch, generator: torch.Generator) -> Tensor:
+    """[B] True where the oracle prefers y_a. Both responses are scored in one call ([2B])."""
+    scores = oracle.score(
+        pairs.prompt_ids.repeat(2, 1),
+        pairs.prompt_mask.repeat(2, 1),
+        torch.cat([pairs.response_a, pairs.response_b]),
+        torch.cat([pairs.mask_a, pairs.mask_b]),
+    )
+    score_a, score_b = scores.chunk(2)
+    return labeler(score_a, score_b, generator)
+
+
+def order(pairs: PairBatch, a_preferred: Tensor) -> LabelledPairs:
+    prefer = a_preferred[:, None]
+    return LabelledPairs(
+        pairs.prompt_ids,
+        pairs.prompt_mask,
+        torch.where(prefer, pairs.response_a, pairs.response_b),
+        torch.where(prefer, pairs.mask_a, pairs.mask_b),
+        torch.where(prefer, pairs.response_b, pairs.response_a),
+        torch.where(prefer, pairs.mask_b, pairs.mask_a),
+    )
+
+
+@dataclass
+class RunRecord:
+    """What one run accumulates across its trainers (iterative DPO has one per iteration)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
+    preferences: PreferenceLog = field(default_factory=PreferenceLog)
+    stopwatch: Stopwatch = field(default_factory=Stopwatch)
+    pairs_labelled: int = 0
+    generation_passes: float = 0.0
+    selection_passes: float = 0.0
+    step_offset: int = 0  # training steps taken by earlier trainers of this run
+
+    @property
+    def annotations(self) -> int:
+        """Responses shown to the oracle: 2 per labelled pair (the paper's annotation cost)."""
+        return 2 * self.pairs_labelled
+
+    def flush_preferences(self, path: Path) -> None:
+        """Save the pairs labelled since the last flush as an Arrow dataset, and start afresh."""
+        self.preferences.save(path)
+        self.preferences = PreferenceLog()
+
+    def state(self) -> dict[str, Any]:
+        """Everything but the stopwatch and the pair log, for caching a finished stage."""
+        return {k: getattr(self, k) for k in ("history", "pairs_labelled", "generation_passes", "selection_passes", "step_offset")}
+
+    def sample_and_label(self, sampler, labeler, oracle, policy, reference, prompts, masks, spec, generator, step):
+        """Sample one pair per prompt, label it, record it; return the labelled pairs."""
+        with self.stopwatch("sampling"):
+            pairs = sampler.sample(policy, reference, prompts, masks, spec, generator)
+        with self.stopwatch("labelling"):
+            a_preferred = label(oracle, labeler, pairs, generator)
+        self.preferences.add(step, pairs, a_preferred)
+        self.pairs_labelled += len(pairs)
+        self.generation_passes += pairs.generation_passes
+        self.selection_passes += pairs.selection_passes
+        return order(pairs, a_preferred)
+
+    def cost_metrics(self) -> dict[str, float]:
+        pairs = max(self.pairs_labelled, 1)
+        return {
+            "annotations/total": float(self.annotations),
+            "sampling/forward_passes_per_pair": self.generation_passes / pairs,
+            "sampling/selection_passes_per_pair": self.selection_passes / pairs,
+        }
+
+
+@dataclass
+class Fitted:
+    """What an algorithm hands back: the trained policy and the run's record."""
+
+    policy: Any
+    record: RunRecord
