@@ -142,7 +142,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     exp = build(cfg)
     algo = instantiate(cfg.algo)
-    fixed = {**exact_optimum(exp), **describe_policy(exp.reference, exp.task, algo.temperature)}
+    optimum_started = time.perf_counter()
+    fixed = exact_optimum(exp)
+    optimum_seconds = time.perf_counter() - optimum_started
+    fixed |= describe_policy(exp.reference, exp.task, algo.temperature)
     for logger in exp.loggers:
         logger.log_metrics(fixed, step=0)
     fitted = algo.fit(exp)
@@ -158,8 +161,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **{k: v for k, v in history[-1].items() if k != "step"},
         **{f"sft/{k.split('/')[1]}": history[0][k] for k in ("eval/reward", "eval/kl", "eval/J")},
         **fixed,
+        **fitted.record.notes,
     }
-    timing = outputs.timing(fitted.record.stopwatch.seconds, wall, pairs=fitted.record.pairs_labelled)
+    seconds = fitted.record.stopwatch.seconds | {"optimum": optimum_seconds}
+    timing = outputs.timing(seconds, wall, pairs=fitted.record.pairs_labelled)
     outputs.write_json(out_dir / "summary.json", summary)
     outputs.write_json(out_dir / "timing.json", timing)
     outputs.write_history(out_dir / "eval_history.csv", history)

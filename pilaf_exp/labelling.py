@@ -67,6 +67,7 @@ class RunRecord:
     generation_passes: float = 0.0
     selection_passes: float = 0.0
     step_offset: int = 0  # training steps taken by earlier trainers of this run
+    notes: dict[str, Any] = field(default_factory=dict)  # provenance that goes into the summary
 
     @property
     def annotations(self) -> int:

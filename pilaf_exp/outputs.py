@@ -40,15 +40,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-PHASES = ("sampling", "labelling", "evaluation")
+PHASES = ("sampling", "labelling", "evaluation", "optimum")
 
 
 def timing(seconds: dict[str, float], wall: float, pairs: int) -> dict[str, float]:
     """Wall time split by phase; 'training' is the rest of the fit (loss, backward, optimizer,
     Lightning's loop), 'setup' everything before it (SFT cache, oracle calibration)."""
     split = {phase: seconds.get(phase, 0.0) for phase in PHASES}
-    split["training"] = seconds.get("fit", 0.0) - sum(split.values())
-    split["setup"] = wall - seconds.get("fit", 0.0)
+    in_fit = sum(split[p] for p in ("sampling", "labelling", "evaluation"))
+    split["training"] = seconds.get("fit", 0.0) - in_fit
+    split["setup"] = wall - seconds.get("fit", 0.0) - split["optimum"]
     split["total"] = wall
     split["sampling_ms_per_pair"] = 1000 * split["sampling"] / max(pairs, 1)
     return split
@@ -77,6 +78,12 @@ def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path
     table.add_row("SFT (step 0)", *(f"{summary[f'sft/{k}']:.3f}" for k in ("reward", "kl", "J")))
     table.add_row(f"final (step {summary['steps']})", *(f"{summary[f'eval/{k}']:.3f}" for k in ("reward", "kl", "J")))
     console.print(table)
+    if "optimum/J_star" in summary:
+        gain = (summary["eval/J"] - summary["sft/J"]) / (summary["optimum/J_star"] - summary["sft/J"])
+        console.print(
+            f"exact optimum J* = {summary['optimum/J_star']:.3f} (enumerated on {summary['optimum/prompts']} test "
+            f"prompts): the final policy has {100 * gain:.1f}% of the achievable gain over the SFT policy"
+        )
     console.print(
         "annotations {a:.0f} · forward passes/pair {f:.2f} (+{s:.2f} selection)".format(
             a=summary["annotations/total"],
@@ -85,7 +92,7 @@ def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path
         )
     )
     console.print(
-        "wall {total:.1f}s = setup {setup:.1f} + sampling {sampling:.1f} + labelling {labelling:.1f}"
+        "wall {total:.1f}s = setup {setup:.1f} + exact J* {optimum:.1f} + sampling {sampling:.1f} + labelling {labelling:.1f}"
         " + training {training:.1f} + evaluation {evaluation:.1f}".format(**split)
     )
     console.print(f"outputs: {out_dir}")

@@ -16,13 +16,16 @@ from pilaf_exp.cli import CONF_DIR
 SMALL = [
     "eval.optimum_prompts=0",
     "logger=csv",
-    "algo.steps=20",
-    "algo.batch_size=16",
-    "algo.eval_every=10",
     "task.num_test_prompts=64",
     "oracle.calibration_prompts=256",
     "trainer.enable_progress_bar=false",
 ]
+
+# Per algorithm, since each has its own keys.
+SMALL_ALGO = {
+    "online": ["algo.steps=20", "algo.batch_size=16", "algo.eval_every=10"],
+    "iterative": ["algo.iterations=2", "algo.prompts_per_iteration=128", "algo.batch_size=16", "algo.eval_every=4"],
+}
 
 warnings.filterwarnings("ignore", message=".*(does not have many workers|in eval mode|Experiment logs directory).*")
 
@@ -43,7 +46,9 @@ def small_cfg(tmp_path: Path, sft_cache: Path):
     """small_cfg(*overrides, out=dir) -> a shrunk config writing into its own run directory."""
 
     def make(*overrides: str, out: Path | None = None) -> DictConfig:
-        return compose_config(f"output_dir={out or tmp_path / 'run'}", f"cache_dir={sft_cache}", *SMALL, *overrides)
+        algo = next((o.split("=")[1] for o in overrides if o.startswith("algo=")), "online")
+        shrink = [*SMALL, *SMALL_ALGO[algo]]
+        return compose_config(f"output_dir={out or tmp_path / 'run'}", f"cache_dir={sft_cache}", *shrink, *overrides)
 
     return make
 

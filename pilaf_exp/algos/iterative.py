@@ -8,6 +8,7 @@ sampler's run continues from that same checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -55,6 +56,12 @@ class IterativeDPO:
         return exp.seed * 10_007 + iteration
 
     def iterate(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int) -> None:
+        with record.stopwatch("fit"):
+            dataset = self.collect(exp, policy, record, sampler, iteration)
+            self.train(exp, policy, record, dataset, iteration)
+
+    def collect(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int):
+        """Sample and label this round's preference dataset with the policy as it stands."""
         spec = exp.task.decode_spec(self.temperature)
         generator = torch.Generator().manual_seed(self.seed(exp, iteration))
         prompts = exp.task.train_prompts
@@ -74,8 +81,10 @@ class IterativeDPO:
             )
             remaining -= len(prompt_ids[batch])
         record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
-        dataset = LabelledPairs.concat(parts)
+        return LabelledPairs.concat(parts)
 
+    def train(self, exp: Experiment, policy, record: RunRecord, dataset: LabelledPairs, iteration: int) -> None:
+        """One epoch of DPO over the round's dataset, continuing the policy."""
         steps = -(-len(dataset.prompt_ids) // self.batch_size)
         loader = DataLoader(
             TensorDataset(*dataset.tensors()),
@@ -83,12 +92,12 @@ class IterativeDPO:
             shuffle=True,
             generator=torch.Generator().manual_seed(self.seed(exp, iteration)),
         )
+        spec = exp.task.decode_spec(self.temperature)
         module = DatasetDPOModule(
             policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
             beta=self.beta, lr=self.lr, eval_every=self.eval_every,
         )  # fmt: skip
-        with record.stopwatch("fit"):
-            exp.trainer(max_steps=steps, max_epochs=1).fit(module, loader)
+        exp.trainer(max_steps=steps, max_epochs=1).fit(module, loader)
         record.step_offset += steps
 
     def first_iteration_from_cache(self, exp: Experiment):
@@ -97,9 +106,11 @@ class IterativeDPO:
         spec = {"stage": "iterative_dpo_round_1", "base": exp.base_spec(), "algo": settings, "seed": exp.seed}
         target = Path(exp.cfg.cache_dir) / "iteration_1" / cache_key(spec)
         cached = (target / "record.json").exists()
+        stopwatch = None
         if not cached:
             policy, record = exp.new_policy(), RunRecord()
             self.iterate(exp, policy, record, VanillaSampler(), 1)
+            stopwatch = record.stopwatch
             staging = target.with_name(f".staging-{target.name}-{id(record)}")
             policy.save_pretrained(staging / "policy")
             shutil.copytree(exp.output_dir / "preferences" / "iteration_1", staging / "preferences")
@@ -114,6 +125,10 @@ class IterativeDPO:
         state = json.loads((target / "record.json").read_text())
         state.pop("spec")
         record = RunRecord(**state)
+        record.stopwatch = stopwatch or record.stopwatch  # round 1's timings, when it ran here
+        weights = (target / "policy" / "model.safetensors").read_bytes()
+        record.notes["round1/checkpoint_sha256"] = hashlib.sha256(weights).hexdigest()
+        record.notes["round1/cached"] = cached
         if cached:  # replay round 1's evaluations into this run's loggers
             for row in record.history:
                 for logger in exp.loggers:

@@ -1,0 +1,67 @@
+"""The exact optimum J* against an independent brute-force computation, and as an upper bound."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pilaf_exp.dpo import sequence_logprob
+from pilaf_exp.models import seeded_reward_model, tiny_llama
+from pilaf_exp.optimum import all_sequences, enumerate_responses, optimum
+from pilaf_exp.oracle import RewardOracle
+
+VOCAB, PROMPT, LENGTH, BETA = 3, 2, 4, 0.5
+
+
+@pytest.fixture(scope="module")
+def models():
+    reference = tiny_llama(VOCAB, hidden_size=32, num_layers=1, num_heads=2, seed=4).eval()
+    oracle = RewardOracle(seeded_reward_model(VOCAB, hidden_size=32, num_layers=1, num_heads=2, seed=5), VOCAB).eval()
+    oracle.shift.fill_(0.3)
+    oracle.scale.fill_(1.7)
+    return reference, oracle
+
+
+def brute_force(reference, oracle, prompt):
+    """Full forwards of every (prompt, response) sequence, one at a time in a Python loop."""
+    logps, rewards = [], []
+    for response in all_sequences(VOCAB, LENGTH):
+        x, y = prompt[None], response[None]
+        logps.append(sequence_logprob(reference, x, torch.ones_like(x), y, torch.ones_like(y)).item())
+        rewards.append(oracle.score(x, torch.ones_like(x), y, torch.ones_like(y)).item())
+    return torch.tensor(logps), torch.tensor(rewards)
+
+
+def test_enumeration_matches_brute_force(models):
+    reference, oracle = models
+    prompt = torch.tensor([2, 0])
+    logp, reward = enumerate_responses(reference, oracle, prompt, VOCAB, LENGTH, chunk=5)
+    expected_logp, expected_reward = brute_force(reference, oracle, prompt)
+    torch.testing.assert_close(logp, expected_logp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reward, expected_reward, atol=1e-5, rtol=1e-5)
+    assert abs(logp.exp().sum().item() - 1) < 1e-5
+
+
+def test_optimum_value_and_that_no_policy_beats_it(models):
+    reference, oracle = models
+    prompts = torch.tensor([[2, 0], [1, 1]])
+    result = optimum(reference, oracle, prompts, VOCAB, LENGTH, BETA)
+    # Independent J*: maximise over the closed form pi* ∝ pi_ref exp(r / beta), computed in float64.
+    j_star, j_ref = [], []
+    for prompt in prompts:
+        logp, reward = (t.double() for t in brute_force(reference, oracle, prompt))
+        weights = logp.exp() * (reward / BETA).exp()
+        pi_star = weights / weights.sum()
+        j_star.append((pi_star * reward).sum() - BETA * (pi_star * (pi_star.log() - logp)).sum())
+        j_ref.append((logp.exp() * reward).sum())
+        # Any other policy (here: random ones and pi_ref itself) has a lower J.
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            other = torch.softmax(3 * torch.randn(len(logp), generator=generator, dtype=torch.float64), 0)
+            j_other = (other * reward).sum() - BETA * (other * (other.log() - logp)).sum()
+            assert j_other < j_star[-1]
+    assert math.isclose(result["optimum/J_star"], torch.stack(j_star).mean().item(), abs_tol=1e-4)
+    assert math.isclose(result["optimum/J_ref"], torch.stack(j_ref).mean().item(), abs_tol=1e-4)
+    assert result["optimum/J_star"] > result["optimum/J_ref"] + 0.05
