@@ -8,8 +8,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import AutoModelForCausalLM, PreTrainedModel
 

@@ -81,7 +81,10 @@ class RunRecord:
 
     def state(self) -> dict[str, Any]:
         """Everything but the stopwatch and the pair log, for caching a finished stage."""
-        return {k: getattr(self, k) for k in ("history", "pairs_labelled", "generation_passes", "selection_passes", "step_offset")}
+        return {
+            k: getattr(self, k)
+            for k in ("history", "pairs_labelled", "generation_passes", "selection_passes", "step_offset")
+        }
 
     def sample_and_label(self, sampler, labeler, oracle, policy, reference, prompts, masks, spec, generator, step):
         """Sample one pair per prompt, label it, record it; return the labelled pairs."""

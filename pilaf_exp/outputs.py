@@ -92,7 +92,7 @@ def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path
         )
     )
     console.print(
-        "wall {total:.1f}s = setup {setup:.1f} + exact J* {optimum:.1f} + sampling {sampling:.1f} + labelling {labelling:.1f}"
-        " + training {training:.1f} + evaluation {evaluation:.1f}".format(**split)
+        "wall {total:.1f}s = setup {setup:.1f} + exact J* {optimum:.1f} + sampling {sampling:.1f}"
+        " + labelling {labelling:.1f} + training {training:.1f} + evaluation {evaluation:.1f}".format(**split)
     )
     console.print(f"outputs: {out_dir}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+
 
 class SFTModule(L.LightningModule):
     """Next-token cross-entropy on demonstration responses (prompt tokens are not targets)."""

@@ -75,8 +75,16 @@ class IterativeDPO:
             batch = slice(0, min(remaining, len(prompt_ids)))
             parts.append(
                 record.sample_and_label(
-                    sampler, exp.labeler, exp.oracle, policy, exp.reference,
-                    prompt_ids[batch], prompt_mask[batch], spec, generator, record.step_offset,
+                    sampler,
+                    exp.labeler,
+                    exp.oracle,
+                    policy,
+                    exp.reference,
+                    prompt_ids[batch],
+                    prompt_mask[batch],
+                    spec,
+                    generator,
+                    record.step_offset,
                 )  # fmt: skip
             )
             remaining -= len(prompt_ids[batch])
