@@ -36,8 +36,14 @@ class Evaluator:
             logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask, self.spec.temperature)
             rewards.append(oracle.score(prompts, masks, out.tokens, out.mask))
             kls.append(logp_policy - logp_reference)
-        reward, kl = torch.cat(rewards).mean().item(), torch.cat(kls).mean().item()
-        return {"eval/reward": reward, "eval/kl": kl, "eval/J": reward - self.beta * kl}
+        reward, kl = torch.cat(rewards), torch.cat(kls)
+        per_response_j = reward - self.beta * kl  # [N]; its spread gives J's sampling error
+        return {
+            "eval/reward": reward.mean().item(),
+            "eval/kl": kl.mean().item(),
+            "eval/J": per_response_j.mean().item(),
+            "eval/J_stderr": (per_response_j.std() / len(per_response_j) ** 0.5).item(),
+        }
 
 
 @torch.no_grad()

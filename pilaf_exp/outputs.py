@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -62,7 +63,8 @@ def plot_reward_kl(history: list[dict[str, float]], path: Path, title: str) -> N
     steps = [row["step"] for row in history]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(kl, reward, color="0.7", zorder=1)
-    points = ax.scatter(kl, reward, c=steps, cmap="Blues", vmin=-0.3 * max(steps), edgecolors="k", zorder=2)
+    light_to_dark = LinearSegmentedColormap.from_list("steps", ["#c6dbef", "#08306b"])
+    points = ax.scatter(kl, reward, c=steps, cmap=light_to_dark, vmin=0, edgecolors="k", zorder=2)
     fig.colorbar(points, ax=ax, label="training step")
     ax.set(xlabel="KL(pi_theta || pi_ref)", ylabel="reward r*", title=title)
     fig.tight_layout()

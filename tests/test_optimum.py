@@ -65,3 +65,20 @@ def test_optimum_value_and_that_no_policy_beats_it(models):
     assert math.isclose(result["optimum/J_star"], torch.stack(j_star).mean().item(), abs_tol=1e-4)
     assert math.isclose(result["optimum/J_ref"], torch.stack(j_ref).mean().item(), abs_tol=1e-4)
     assert result["optimum/J_star"] > result["optimum/J_ref"] + 0.05
+
+
+def test_trained_policies_never_beat_the_enumerated_optimum(small_cfg, tmp_path):
+    """On a task small enough to enumerate every test prompt (4 tokens, responses of 4), the
+    evaluated J of a policy trained with a large step size stays below J* within its sampling error."""
+    from pilaf_exp.experiment import run
+
+    small_task = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.optimum_prompts=16"]
+    summary = run(small_cfg(*small_task, "sampler=pilaf", "algo.steps=40", "algo.lr=3e-3", "algo.eval_every=5"))
+    history = (tmp_path / "run" / "eval_history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    rows = [dict(zip(header, map(float, line.split(",")))) for line in history[1:]]
+    assert summary["optimum/prompts"] == 16
+    assert summary["optimum/J_star"] > summary["sft/J"]  # there is something to gain
+    assert summary["eval/J"] > summary["sft/J"]  # and training gained some of it
+    for row in rows:
+        assert row["eval/J"] <= summary["optimum/J_star"] + 3 * row["eval/J_stderr"]
