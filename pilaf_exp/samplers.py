@@ -142,7 +142,8 @@ class BestOfNSampler(PairSampler):
         prompts = prompt_ids.repeat(n, 1)
         masks = prompt_mask.repeat(n, 1)
         out = decode(policy, reference, prompts, masks, torch.full((n * batch,), POLICY), spec, generator)
-        rewards = self.candidate_rewards(policy, reference, prompts, masks, out).view(n, batch)
+        rewards, selection_passes = self.candidate_rewards(policy, reference, prompts, masks, out, spec)
+        rewards = rewards.view(n, batch)
         best, worst = rewards.argmax(0), rewards.argmin(0)
         # Identical rewards would make argmax == argmin; fall back to the next candidate.
         worst = torch.where(best == worst, (best + 1) % n, worst)
@@ -158,13 +159,18 @@ class BestOfNSampler(PairSampler):
             source_a=torch.full((batch,), POLICY),
             source_b=torch.full((batch,), POLICY),
             generation_passes=decode_passes(out, prompt_ids.shape[1], spec),
-            # One full-sequence forward per candidate under each of the two models.
-            selection_passes=2.0 * n * batch,
+            selection_passes=selection_passes,
         )
 
     @torch.no_grad()
-    def candidate_rewards(self, policy, reference, prompts, masks, out: Decoded) -> Tensor:
-        """r_theta of every candidate ([N*B]), at temperature 1 as DPO defines it."""
-        logp_policy = sequence_logprob(policy, prompts, masks, out.tokens, out.mask)
+    def candidate_rewards(self, policy, reference, prompts, masks, out: Decoded, spec: DecodeSpec):
+        """r_theta of every candidate ([N*B]), at temperature 1 as DPO defines it, and the
+        full-sequence forwards spent on it (one per candidate and model scored)."""
         logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask)
-        return implicit_reward(logp_policy, logp_reference, self.beta)
+        if spec.temperature == 1.0:
+            # The decoder's log-probs are exactly log pi_theta(y|x): no policy forward needed.
+            logp_policy, models_scored = out.logprobs.sum(-1), 1
+        else:
+            logp_policy, models_scored = sequence_logprob(policy, prompts, masks, out.tokens, out.mask), 2
+        rewards = implicit_reward(logp_policy, logp_reference, self.beta)
+        return rewards, float(models_scored * len(prompts))
