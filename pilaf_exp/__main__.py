@@ -36,6 +36,7 @@ def fail(message: str) -> None:
 def hydra_main(cfg: DictConfig) -> dict:
     from pilaf_exp.experiment import run  # heavy imports after argument checks
 
+    quiet_framework_chatter()  # here too: under SLURM/joblib only this function runs in the job
     try:
         return run(cfg)
     except ConfigError as error:
@@ -46,7 +47,6 @@ def main() -> None:
     problems = bad_group_choices(sys.argv[1:])
     if problems:
         fail("; ".join(problems))
-    quiet_framework_chatter()
     hydra_main()
 
 

@@ -24,7 +24,8 @@ def bad_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     for override in OverridesParser.create().parse_overrides(overrides):
         group = override.key_or_group
         options = group_options(group, conf_dir)
-        if options is None or override.is_delete():
+        # hydra/* groups also take options from installed plugins (joblib, submitit): Hydra checks those.
+        if options is None or override.is_delete() or group.startswith("hydra/"):
             continue
         values = (
             list(override.sweep_string_iterator())

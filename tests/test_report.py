@@ -57,7 +57,7 @@ def test_table3_sweep_at_two_seeds_and_its_report(tmp_path, subprocess_env):
     then the report: its table must agree with the runs' own summaries."""
     sweep_dir = tmp_path / "table3"
     sweep = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp", "-m", "+sweep=table3_online", "hydra.sweeper.params.seed=0,1",
+        [sys.executable, "-m", "pilaf_exp", "-m", "+sweep=table3_online", "seed=0,1",
          "logger=csv", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"],
         env=subprocess_env, capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
