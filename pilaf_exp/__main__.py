@@ -16,7 +16,9 @@ from pilaf_exp.cli import CONF_DIR, bad_group_choices
 def quiet_framework_chatter() -> None:
     """Silence framework notices that say nothing about this run (the run dir is ours to fill,
     the frozen models are in eval mode on purpose, the prompt loader needs no workers)."""
-    for message in ("does not have many workers", "module\\(s\\) in eval mode", "Experiment logs directory"):
+    notices = ("does not have many workers", "module\\(s\\) in eval mode", "Experiment logs directory", "LeafSpec",
+               "`srun` command is available")  # fmt: skip
+    for message in notices:
         warnings.filterwarnings("ignore", message=f".*{message}.*")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
