@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,18 @@ def _publish(staging: Path, target: Path) -> None:
             staging.unlink(missing_ok=True)
 
 
-def load_or_build_model(root: Path, spec: dict, build: Callable[[], PreTrainedModel]) -> PreTrainedModel:
+def checkpoint_fingerprint(path: str | None) -> dict | None:
+    """Names, sizes and mtimes of a local checkpoint's files, so a cache built from it is rebuilt
+    when it changes in place; None for no path or a hub id (the id and revision name it)."""
+    if not path or not Path(path).expanduser().is_dir():
+        return None
+    files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file())
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def load_or_build_model(
+    root: Path, spec: dict, build: Callable[[], PreTrainedModel], dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
     """The causal LM cached under `spec`'s hash, built (and cached) on a miss."""
     target = root / cache_key(spec)
     if not (target / "config.json").exists():
@@ -45,7 +57,7 @@ def load_or_build_model(root: Path, spec: dict, build: Callable[[], PreTrainedMo
         (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
         _publish(staging, target)
     # Reload even after a build, so a fresh and a cached run use the same stored weights.
-    return AutoModelForCausalLM.from_pretrained(target)
+    return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
 
 
 def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:

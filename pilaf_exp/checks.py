@@ -31,8 +31,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("task.response_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("task.num_test_prompts", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("oracle.target_std", lambda v: _number(v) and v > 0, "a number > 0"),
-    ("oracle.calibration_prompts", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-    ("model.sft.steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("oracle.calibration_prompts", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2 or null"),
     ("model.sft.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.sft.lr", lambda v: _number(v) and v > 0, "a number > 0"),
     ("algo.iterations", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
@@ -40,7 +39,34 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algo.sample_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("eval.optimum_prompts", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("algo.micro_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
+    ("model.generation.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.generation.max_kv_cache_gb", lambda v: _number(v) and v > 0, "a number > 0 or null"),
+    ("model.max_prompt_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.max_response_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.sft.steps", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no SFT)"),
+    ("oracle.max_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
 ]
+
+EMBEDDED_TASK = "pilaf_exp.tasks.embedded.EmbeddedTask"
+
+
+def _combination_problems(cfg: DictConfig) -> list[str]:
+    """Choices that are each fine but do not go together."""
+    found = []
+    task_is_embedded = OmegaConf.select(cfg, "task._target_") == EMBEDDED_TASK
+    has_tokenizer = OmegaConf.select(cfg, "model.tokenizer") is not None
+    if task_is_embedded and has_tokenizer:
+        found.append("task=embedded works on token ids and needs model=tiny (this model has a tokenizer)")
+    if not task_is_embedded and not has_tokenizer:
+        found.append("this task is text and needs a model with a tokenizer: model=small, model=llama3_8b")
+    batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
+    if isinstance(batch, int) and isinstance(micro, int) and micro > 0 and batch % micro:
+        found.append(f"algo.micro_batch_size={micro} must divide algo.batch_size={batch}")
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
+        found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")
+    return found
 
 
 def _number(value: Any) -> bool:
@@ -48,7 +74,9 @@ def _number(value: Any) -> bool:
 
 
 def problems(cfg: DictConfig) -> list[str]:
-    found = []
+    found = _combination_problems(cfg)
+    if found:  # values of a mismatched combination may not even resolve
+        return found
     for key, accepted, expected in RULES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not accepted(value):

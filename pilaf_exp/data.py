@@ -10,15 +10,29 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from pilaf_exp.generation import SOURCES
+from pilaf_exp.prompts import Prompts
 from pilaf_exp.samplers import PairBatch
 
 
-def prompt_stream(prompt_ids: Tensor, prompt_mask: Tensor, batch_size: int, batches: int, seed: int) -> DataLoader:
-    """`batches` batches of train prompts, reshuffled each pass, fixed by `seed`."""
-    sampler = RandomSampler(
-        range(len(prompt_ids)), num_samples=batch_size * batches, generator=torch.Generator().manual_seed(seed)
-    )
-    return DataLoader(TensorDataset(prompt_ids, prompt_mask), batch_size=batch_size, sampler=sampler)
+def prompt_stream(
+    prompts: Prompts,
+    batch_size: int,
+    batches: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    micro_batch_size: int | None = None,
+) -> DataLoader:
+    """`batches` steps of train prompts, reshuffled each pass, fixed by `seed`.
+
+    One seeded stream of `batches x world_size x batch_size` prompts is cut into steps; rank r
+    takes the r-th `batch_size` slice of every step, so ranks see different prompts and the run's
+    prompts do not depend on how it is split. Each step arrives in micro-batches when asked."""
+    total = batch_size * world_size * batches
+    sampler = RandomSampler(range(len(prompts)), num_samples=total, generator=torch.Generator().manual_seed(seed))
+    order = torch.tensor(list(sampler)).view(batches, world_size, batch_size)[:, rank].flatten()
+    dataset = TensorDataset(prompts.ids, prompts.mask)
+    return DataLoader(dataset, batch_size=micro_batch_size or batch_size, sampler=order.tolist())
 
 
 def _strip(tokens: Tensor, mask: Tensor) -> list[list[int]]:

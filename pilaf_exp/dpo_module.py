@@ -3,11 +3,13 @@ the sampler, the oracle, the loss in `dpo.py` and the evaluator in `metrics.py`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from pilaf_exp.dpo import dpo_loss, sequence_logprob
 from pilaf_exp.generation import DecodeSpec
@@ -71,8 +73,12 @@ class DPOModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/reward_margin", margin.mean())
         self.log("train/accuracy", (margin > 0).float().mean())
-        self.log("annotations/total", float(self.record.annotations))
+        # Every rank labels the same number of pairs per step.
+        self.log("annotations/total", float(self.record.annotations * self.trainer.world_size))
         return loss
+
+    def on_fit_start(self) -> None:
+        self.record.rank, self.record.world_size = self.global_rank, self.trainer.world_size
 
     def on_train_start(self) -> None:
         self.evaluate()  # the starting policy (step 0: the SFT model itself)
@@ -81,12 +87,17 @@ class DPOModule(L.LightningModule):
         if self.run_step % self.eval_every == 0 or self.global_step == self.trainer.max_steps:
             self.evaluate()
 
+    def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")
+
     def evaluate(self) -> None:
         if self.record.history and self.record.history[-1]["step"] == self.run_step:
             return  # already evaluated at this step
         with self.record.stopwatch("evaluation"):
-            metrics = self.evaluator(self.policy, self.reference, self.oracle)
-        metrics |= self.record.cost_metrics()
+            metrics = self.evaluator(
+                self.policy, self.reference, self.oracle, self.global_rank, self.trainer.world_size, self.sum_over_ranks
+            )
+        metrics |= self.record.cost_metrics(self.sum_over_ranks)
         self.record.history.append({"step": self.run_step, **metrics})
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.run_step)
@@ -96,11 +107,26 @@ class OnlineDPOModule(DPOModule):
     """Online DPO: every step samples pairs from the current policy, labels them, steps once."""
 
     def __init__(
-        self, *args: Any, sampler: PairSampler, labeler: Any, spec: DecodeSpec, seed: int, **kwargs: Any
+        self,
+        *args: Any,
+        sampler: PairSampler,
+        labeler: Any,
+        spec: DecodeSpec,
+        seed: int,
+        make_loader: Callable[[int, int], DataLoader],
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.sampler, self.labeler, self.spec = sampler, labeler, spec
-        self.generator = torch.Generator().manual_seed(seed)  # sampling + labelling noise
+        self.seed, self.make_loader = seed, make_loader
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # Sampling + labelling noise, on the models' device; each rank draws its own.
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1_000_003 * self.global_rank)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader(self.global_rank, self.trainer.world_size)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         prompt_ids, prompt_mask = batch

@@ -5,25 +5,29 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from pilaf_exp import outputs
-from pilaf_exp.cache import load_or_build_model, load_or_compute_json
-from pilaf_exp.checks import validate
-from pilaf_exp.generation import POLICY, DecodeSpec, decode
+from pilaf_exp.cache import checkpoint_fingerprint, load_or_build_model, load_or_compute_json
+from pilaf_exp.checks import ConfigError, validate
+from pilaf_exp.generation import POLICY, DecodeSpec, check_kv_budget, decode
 from pilaf_exp.metrics import Evaluator, describe_policy
 from pilaf_exp.optimum import optimum
 from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairSampler
 from pilaf_exp.sft import train_sft
+from pilaf_exp.text import TextReencoder, same_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Experiment:
     cfg: DictConfig
-    task: Any
+    task: Any  # pilaf_exp.tasks.*: train/test Prompts, decode_spec, sft_examples, tokenizer
     reference: PreTrainedModel
     oracle: RewardOracle
     sampler: PairSampler
@@ -46,25 +50,42 @@ class Experiment:
     def output_dir(self) -> Path:
         return Path(self.cfg.output_dir)
 
+    @property
+    def device(self) -> torch.device:
+        """Where work done outside the trainer (iterative DPO's sampling) runs."""
+        accelerator = str(self.cfg.trainer.get("accelerator", "cpu"))
+        gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+        return torch.device("cuda" if gpu else "cpu")
+
     def base_spec(self) -> dict:
         """What fixes the reference and the oracle: the key of everything cached per task."""
-        return resolved(self.cfg, "task", "model", "oracle")
+        return reference_spec(self.cfg) | resolved(self.cfg, "oracle")
 
     def new_policy(self) -> PreTrainedModel:
         """The initial policy: a trainable copy of the reference."""
         return self.trainable(copy.deepcopy(self.reference))
 
     def load_policy(self, path: Path) -> PreTrainedModel:
-        return self.trainable(AutoModelForCausalLM.from_pretrained(path))
+        return self.trainable(AutoModelForCausalLM.from_pretrained(path, dtype=self.reference.dtype))
 
-    @staticmethod
-    def trainable(policy: PreTrainedModel) -> PreTrainedModel:
+    def trainable(self, policy: PreTrainedModel) -> PreTrainedModel:
         policy.requires_grad_(True)
+        if self.cfg.model.get("gradient_checkpointing"):
+            policy.gradient_checkpointing_enable()
         return policy.train()
 
+    def decode_spec(self, temperature: float) -> DecodeSpec:
+        """The task's decoding rule, in chunks of model.generation.batch_size rows."""
+        generation = self.cfg.model.generation
+        return replace(
+            self.task.decode_spec(temperature),
+            max_rows=generation.batch_size,
+            max_kv_cache_gb=generation.get("max_kv_cache_gb"),
+        )
+
     def evaluator(self, spec: DecodeSpec, beta: float) -> Evaluator:
-        prompts, ev = self.task.test_prompts, self.cfg.eval
-        return Evaluator(prompts, self.task.mask_of(prompts), spec, beta, int(ev.seed), int(ev.batch_size))
+        ev = self.cfg.eval
+        return Evaluator(self.task.test, spec, beta, int(ev.seed), int(ev.batch_size))
 
     def trainer(self, **kwargs) -> L.Trainer:
         return instantiate(self.cfg.trainer)(logger=self.loggers, **kwargs)
@@ -74,38 +95,86 @@ def resolved(cfg: DictConfig, *keys: str) -> dict:
     return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in keys}
 
 
+def reference_spec(cfg: DictConfig) -> dict:
+    """What fixes the SFT reference: the task, the policy checkpoint and the SFT settings (not
+    batch sizes or memory limits, which change how a run executes, not what it computes)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    spec = resolved(cfg, "task") | {"model": {k: model.get(k) for k in ("policy", "tokenizer", "sft")}}
+    fingerprint = checkpoint_fingerprint(cfg.model.policy.get("path"))
+    if fingerprint:
+        spec["checkpoint"] = fingerprint
+    return spec
+
+
+def make(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra's instantiate, letting a loader's one-line ConfigError through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
 def build_reference(cfg: DictConfig, task: Any) -> PreTrainedModel:
-    """The SFT model (reference and initial policy), from the on-disk cache when it exists."""
+    """The SFT model (reference and initial policy), from the on-disk cache when it exists.
+    With `model.sft.steps: 0` the checkpoint itself is the reference (already fine-tuned)."""
     sft = cfg.model.sft
+    if int(sft.steps) == 0:
+        return make(cfg.model.policy)
 
     def build() -> PreTrainedModel:
         count = sft.get("demonstrations") or sft.steps * sft.batch_size
-        demos = task.demonstrations(count, torch.Generator().manual_seed(sft.seed))
+        examples = task.sft_examples(count, torch.Generator().manual_seed(sft.seed))
         with torch.random.fork_rng():
             L.seed_everything(sft.seed, verbose=False)
-            policy = instantiate(cfg.model.policy)
-            return train_sft(policy, demos, task.prompt_length, sft.lr, sft.batch_size, sft.steps, sft.seed)
+            policy = make(cfg.model.policy)
+            # SFT runs on one device of the configured accelerator (see README: paper setting).
+            trainer = partial(instantiate(cfg.trainer), devices=1, strategy="auto")
+            return train_sft(policy, examples, sft.lr, sft.batch_size, sft.steps, sft.seed, trainer)
 
-    return load_or_build_model(Path(cfg.cache_dir) / "sft", resolved(cfg, "task", "model"), build)
+    spec = reference_spec(cfg)
+    dtype = getattr(torch, cfg.model.policy.get("dtype", "float32"))
+    return load_or_build_model(Path(cfg.cache_dir) / "sft", spec, build, dtype=dtype)
 
 
 def build_oracle(cfg: DictConfig, task: Any, reference: PreTrainedModel) -> RewardOracle:
-    """The proxy oracle, calibrated to mean 0 / std `target_std` on pi_ref's train responses."""
-    model = instantiate(cfg.oracle.model)
-    oracle = RewardOracle(model, pad_token_id=model.config.pad_token_id).eval()
-    generator = torch.Generator().manual_seed(cfg.task.seed)
-    count = min(int(cfg.oracle.calibration_prompts), len(task.train_prompts))
-    prompts = task.train_prompts[torch.randperm(len(task.train_prompts), generator=generator)[:count]]
-    masks = task.mask_of(prompts)
-    out = decode(reference, reference, prompts, masks, torch.full((count,), POLICY), task.decode_spec(1.0), generator)
-    oracle.calibrate(oracle.raw_score(prompts, masks, out.tokens, out.mask), float(cfg.oracle.target_std))
+    """The oracle; a proxy oracle (oracle.target_std set) is calibrated to mean 0 / std
+    `target_std` on pi_ref's train responses."""
+    model = make(cfg.oracle.model)
+    encoder = None
+    if cfg.oracle.get("tokenizer") is not None:
+        oracle_tokenizer = make(cfg.oracle.tokenizer)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = oracle_tokenizer.pad_token_id
+        if not same_tokenizer(task.tokenizer, oracle_tokenizer):
+            encoder = TextReencoder(task.tokenizer, oracle_tokenizer, task.to_messages, int(cfg.oracle.max_length))
+    elif task.tokenizer is not None and model.config.vocab_size < len(task.tokenizer):
+        raise ConfigError(
+            f"oracle.tokenizer is null (share the policy's) but the oracle's vocabulary ({model.config.vocab_size}) "
+            f"is smaller than the policy tokenizer's ({len(task.tokenizer)}): set oracle.tokenizer.path"
+        )
+    oracle = RewardOracle(model, pad_token_id=model.config.pad_token_id, encoder=encoder).eval()
+    if cfg.oracle.get("target_std") is not None:
+        generator = torch.Generator().manual_seed(cfg.task.seed)
+        count = min(int(cfg.oracle.calibration_prompts), len(task.train))
+        prompts = task.train[torch.randperm(len(task.train), generator=generator)[:count]]
+        sources = torch.full((count,), POLICY)
+        out = decode(reference, reference, prompts.ids, prompts.mask, sources, task.decode_spec(1.0), generator)
+        raw = oracle.raw_score(prompts.ids, prompts.mask, out.tokens, out.mask)
+        oracle.calibrate(raw, float(cfg.oracle.target_std))
     return oracle
 
 
 def build(cfg: DictConfig) -> Experiment:
-    task = instantiate(cfg.task)
+    tokenizer = make(cfg.model.tokenizer) if cfg.model.get("tokenizer") is not None else None
+    task = make(cfg.task, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
     reference = build_reference(cfg, task)
-    return Experiment(
+    if tokenizer is not None and len(tokenizer) > reference.config.vocab_size:
+        raise ConfigError(
+            f"model.tokenizer has {len(tokenizer)} tokens but the policy's vocabulary is {reference.config.vocab_size}"
+        )
+    exp = Experiment(
         cfg=cfg,
         task=task,
         reference=reference,
@@ -114,6 +183,11 @@ def build(cfg: DictConfig) -> Experiment:
         labeler=instantiate(cfg.oracle.labeler),
         loggers=[instantiate(node) for node in cfg.logger.values()] if cfg.get("logger") else [],
     )
+    # Fail now, not mid-run, if the configured decode batch cannot fit the KV-cache budget.
+    spec = exp.decode_spec(float(cfg.algo.temperature))
+    positions = task.train.ids.shape[1] + spec.max_new_tokens
+    check_kv_budget([(reference, spec.max_rows), (reference, spec.max_rows)], positions, spec)
+    return exp
 
 
 def exact_optimum(exp: Experiment) -> dict[str, float]:
@@ -123,7 +197,7 @@ def exact_optimum(exp: Experiment) -> dict[str, float]:
         return {}
     beta = float(exp.cfg.algo.beta)
     spec = {"stage": "optimum", "base": exp.base_spec(), "beta": beta, "prompts": count}
-    prompts = exp.task.test_prompts[:count]
+    prompts = exp.task.test.ids[:count]
     task = exp.task
     return load_or_compute_json(
         Path(exp.cfg.cache_dir) / "optimum",
@@ -136,8 +210,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment end to end; write its outputs to cfg.output_dir; return the summary."""
     validate(cfg)
     out_dir = Path(cfg.output_dir)
-    outputs.claim_run_dir(out_dir)
-    outputs.save_config(cfg, out_dir)
+    # Under DDP the other ranks re-run this function in the same directory: rank 0 owns it.
+    lead = rank_zero_only.rank == 0
+    if lead:
+        outputs.claim_run_dir(out_dir)
+        outputs.save_config(cfg, out_dir)
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
     exp = build(cfg)
@@ -145,11 +222,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     optimum_started = time.perf_counter()
     fixed = exact_optimum(exp)
     optimum_seconds = time.perf_counter() - optimum_started
-    fixed |= describe_policy(exp.reference, exp.task, algo.temperature)
+    if hasattr(exp.task, "demonstrations"):  # a task that knows its demonstrations' distribution
+        fixed |= describe_policy(exp.reference, exp.task, algo.temperature)
     for logger in exp.loggers:
         logger.log_metrics(fixed, step=0)
     fitted = algo.fit(exp)
     wall = time.perf_counter() - started
+    record = fitted.record
+    if record.world_size > 1:  # each rank's own account, to check the ranks agree
+        outputs.write_json(out_dir / "ranks" / f"rank_{record.rank}.json", outputs.rank_report(record, fitted.policy))
+    if cfg.get("save_policy") and lead:
+        fitted.policy.save_pretrained(out_dir / "policy")
+    if not lead:
+        return {}
 
     history = fitted.record.history
     summary = {
@@ -161,7 +246,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         **{k: v for k, v in history[-1].items() if k != "step"},
         **{f"sft/{k.split('/')[1]}": history[0][k] for k in ("eval/reward", "eval/kl", "eval/J")},
         **fixed,
+        **{f"task/skipped_{reason}": count for reason, count in exp.task.skipped.items()},
         **fitted.record.notes,
+        "world_size": record.world_size,
     }
     seconds = fitted.record.stopwatch.seconds | {"optimum": optimum_seconds}
     timing = outputs.timing(seconds, wall, pairs=fitted.record.pairs_labelled)

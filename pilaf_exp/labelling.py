@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ class LabelledPairs:
 
     def tensors(self) -> tuple[Tensor, ...]:
         return (self.prompt_ids, self.prompt_mask, self.chosen, self.chosen_mask, self.rejected, self.rejected_mask)
+
+    def to(self, device: str | torch.device) -> LabelledPairs:
+        return LabelledPairs(*(t.to(device) for t in self.tensors()))
 
     @classmethod
     def concat(cls, parts: list[LabelledPairs]) -> LabelledPairs:
@@ -68,6 +72,8 @@ class RunRecord:
     selection_passes: float = 0.0
     step_offset: int = 0  # training steps taken by earlier trainers of this run
     notes: dict[str, Any] = field(default_factory=dict)  # provenance that goes into the summary
+    rank: int = 0  # this process's rank in a distributed run
+    world_size: int = 1
 
     @property
     def annotations(self) -> int:
@@ -98,12 +104,20 @@ class RunRecord:
         self.selection_passes += pairs.selection_passes
         return order(pairs, a_preferred)
 
-    def cost_metrics(self) -> dict[str, float]:
-        pairs = max(self.pairs_labelled, 1)
+    def preferences_name(self) -> str:
+        """Where the labelled pairs go in the run directory: one dataset per rank when several."""
+        return "preferences" if self.world_size == 1 else f"preferences/rank_{self.rank}"
+
+    def cost_metrics(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """Annotations and passes per pair of the whole run (summed over ranks by `reduce`)."""
+        totals = torch.tensor([self.pairs_labelled, self.generation_passes, self.selection_passes], dtype=torch.double)
+        if reduce is not None:
+            totals = reduce(totals)
+        pairs, generation, selection = totals.tolist()
         return {
-            "annotations/total": float(self.annotations),
-            "sampling/forward_passes_per_pair": self.generation_passes / pairs,
-            "sampling/selection_passes_per_pair": self.selection_passes / pairs,
+            "annotations/total": 2.0 * pairs,
+            "sampling/forward_passes_per_pair": generation / max(pairs, 1),
+            "sampling/selection_passes_per_pair": selection / max(pairs, 1),
         }
 
 

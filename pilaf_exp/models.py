@@ -1,9 +1,13 @@
-"""Model builders for the embedded task: tiny Llama-config policies and reward models."""
+"""Model builders: tiny seeded Llama policies and reward models for the embedded task, and
+pretrained checkpoints (hub id or local path) for real tasks."""
 
 from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig, PreTrainedModel
+
+from pilaf_exp.checks import ConfigError
+from pilaf_exp.text import load_pretrained
 
 
 def _llama_config(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, max_positions: int, **extra):
@@ -58,4 +62,29 @@ def seeded_reward_model(
         # The default head init (std 0.02) is tiny; a unit-scale head makes the score depend on
         # the whole hidden state rather than on a few large directions. Calibration rescales it.
         torch.nn.init.normal_(model.score.weight, std=1.0)
+    return model
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError(f"dtype={name!r} is not a torch dtype: expected float32, bfloat16 or float16")
+    return dtype
+
+
+def pretrained_causal_lm(path: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """Any causal LM by hub id or local checkpoint directory (the paper's policy and reference)."""
+    return load_pretrained(
+        AutoModelForCausalLM, path, "model.policy.path", dtype=_dtype(dtype), attn_implementation=attn_implementation
+    )
+
+
+def pretrained_reward_model(path: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """Any sequence classifier with a scalar head (e.g. Skywork-Reward-Llama-3.1-8B) by hub id or path."""
+    model = load_pretrained(
+        AutoModelForSequenceClassification, path, "oracle.model.path",
+        dtype=_dtype(dtype), attn_implementation=attn_implementation,
+    )  # fmt: skip
+    if model.config.num_labels != 1:
+        raise ConfigError(f"oracle.model.path={path!r} has {model.config.num_labels} labels: a reward model has 1")
     return model

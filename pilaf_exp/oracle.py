@@ -6,26 +6,31 @@ evaluation alone. Labelling rules are small callables chosen by `_target_`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from pilaf_exp.dpo import join
+from pilaf_exp.text import TokenPassthrough
 
 
 class RewardOracle(nn.Module):
     """Wraps any sequence-classification model with a scalar head; scores are affinely
     calibrated (`shift`, `scale`) so that r* has a chosen mean and spread under pi_ref."""
 
-    def __init__(self, model: nn.Module, pad_token_id: int) -> None:
+    def __init__(self, model: nn.Module, pad_token_id: int, encoder: Callable | None = None) -> None:
         super().__init__()
         self.model = model
         self.pad_token_id = pad_token_id
+        # Maps policy-token (prompt, response) to the oracle's (input_ids, attention_mask, position_ids):
+        # the tokens as they are when the vocabularies agree, else via text (pilaf_exp.text).
+        self.encoder = encoder or TokenPassthrough()
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
 
     @torch.no_grad()
     def raw_score(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> Tensor:
-        input_ids, attention_mask, position_ids = join(prompt_ids, prompt_mask, response_ids, response_mask)
+        input_ids, attention_mask, position_ids = self.encoder(prompt_ids, prompt_mask, response_ids, response_mask)
         # The classifier reads its score at the last non-pad token, so padding must carry its pad id.
         input_ids = torch.where(attention_mask.bool(), input_ids, self.pad_token_id)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
@@ -47,7 +52,7 @@ class BradleyTerryLabeler:
 
     def __call__(self, score_a: Tensor, score_b: Tensor, generator: torch.Generator) -> Tensor:
         p_a = torch.sigmoid(score_a - score_b)
-        return torch.rand(p_a.shape, generator=generator) < p_a
+        return torch.rand(p_a.shape, generator=generator, device=generator.device) < p_a
 
 
 class ArgmaxLabeler:

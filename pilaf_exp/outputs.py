@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,7 +33,28 @@ def save_config(cfg: DictConfig, out_dir: Path) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """One hash of every parameter's bytes, in state-dict order: equal iff the weights are."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_report(record, policy: torch.nn.Module) -> dict[str, Any]:
+    """What one rank of a distributed run did (its pairs are in preferences/rank_<r>) and a hash
+    of its final weights, which DDP keeps identical across ranks."""
+    return {
+        "rank": record.rank,
+        "world_size": record.world_size,
+        "pairs_labelled": record.pairs_labelled,
+        "policy_sha256": weights_sha256(policy),
+    }
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:

@@ -36,9 +36,9 @@ class PairBatch:
         return self.prompt_ids.shape[0]
 
 
-def decode_passes(out: Decoded, prompt_width: int, spec: DecodeSpec) -> float:
+def decode_passes(out: Decoded, spec: DecodeSpec) -> float:
     """Token positions both models processed, in full-response decodes (prefill + T - 1 steps)."""
-    return sum(out.positions.values()) / (prompt_width + spec.max_new_tokens - 1)
+    return sum(out.positions.values()) / (out.prompt_width + spec.max_new_tokens - 1)
 
 
 class PairSampler(ABC):
@@ -88,7 +88,7 @@ class TwoDrawSampler(PairSampler):
             mask_b=out.mask[batch:],
             source_a=source_a,
             source_b=source_b,
-            generation_passes=decode_passes(out, prompt_ids.shape[1], spec),
+            generation_passes=decode_passes(out, spec),
         )
 
 
@@ -98,7 +98,7 @@ class VanillaSampler(TwoDrawSampler):
     name = "vanilla"
 
     def sources(self, batch, generator):
-        both = torch.full((batch,), POLICY)
+        both = torch.full((batch,), POLICY, device=generator.device)
         return both, both.clone()
 
 
@@ -108,7 +108,8 @@ class HybridSampler(TwoDrawSampler):
     name = "hybrid"
 
     def sources(self, batch, generator):
-        return torch.full((batch,), POLICY), torch.full((batch,), REFERENCE)
+        device = generator.device
+        return torch.full((batch,), POLICY, device=device), torch.full((batch,), REFERENCE, device=device)
 
 
 class PilafSampler(TwoDrawSampler):
@@ -121,7 +122,7 @@ class PilafSampler(TwoDrawSampler):
         self.interpolated_fraction = interpolated_fraction
 
     def sources(self, batch, generator):
-        interpolated = torch.rand(batch, generator=generator) < self.interpolated_fraction
+        interpolated = torch.rand(batch, generator=generator, device=generator.device) < self.interpolated_fraction
         source_a = torch.where(interpolated, PLUS, POLICY)
         source_b = torch.where(interpolated, MINUS, POLICY)
         return source_a, source_b
@@ -141,13 +142,14 @@ class BestOfNSampler(PairSampler):
         # Row r*B + i is candidate r of prompt i.
         prompts = prompt_ids.repeat(n, 1)
         masks = prompt_mask.repeat(n, 1)
-        out = decode(policy, reference, prompts, masks, torch.full((n * batch,), POLICY), spec, generator)
+        sources = torch.full((n * batch,), POLICY, device=prompt_ids.device)
+        out = decode(policy, reference, prompts, masks, sources, spec, generator)
         rewards, selection_passes = self.candidate_rewards(policy, reference, prompts, masks, out, spec)
         rewards = rewards.view(n, batch)
         best, worst = rewards.argmax(0), rewards.argmin(0)
         # Identical rewards would make argmax == argmin; fall back to the next candidate.
         worst = torch.where(best == worst, (best + 1) % n, worst)
-        rows = torch.arange(batch)
+        rows = torch.arange(batch, device=prompt_ids.device)
         pick = lambda t, idx: t.view(n, batch, -1)[idx, rows]  # noqa: E731
         return PairBatch(
             prompt_ids=prompt_ids,
@@ -156,9 +158,9 @@ class BestOfNSampler(PairSampler):
             mask_a=pick(out.mask, best),
             response_b=pick(out.tokens, worst),
             mask_b=pick(out.mask, worst),
-            source_a=torch.full((batch,), POLICY),
-            source_b=torch.full((batch,), POLICY),
-            generation_passes=decode_passes(out, prompt_ids.shape[1], spec),
+            source_a=sources[:batch],
+            source_b=sources[batch : 2 * batch],
+            generation_passes=decode_passes(out, spec),
             selection_passes=selection_passes,
         )
 

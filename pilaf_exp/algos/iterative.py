@@ -39,6 +39,7 @@ class IterativeDPO:
     eval_every: int
     sample_batch_size: int = 512  # prompts per sampling call while building a dataset
     vanilla_first_iteration: bool = True
+    micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
     name: ClassVar[str] = "iterative"
 
     def fit(self, exp: Experiment) -> Fitted:
@@ -62,16 +63,17 @@ class IterativeDPO:
 
     def collect(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int):
         """Sample and label this round's preference dataset with the policy as it stands."""
-        spec = exp.task.decode_spec(self.temperature)
-        generator = torch.Generator().manual_seed(self.seed(exp, iteration))
-        prompts = exp.task.train_prompts
-        stream = prompt_stream(
-            prompts, exp.task.mask_of(prompts), self.sample_batch_size,
-            -(-self.prompts_per_iteration // self.sample_batch_size), self.seed(exp, iteration),
-        )  # fmt: skip
+        spec = exp.decode_spec(self.temperature)
+        device = exp.device
+        for model in (policy, exp.reference, exp.oracle):
+            model.to(device)  # outside the trainer: sample where the trainer will train
+        generator = torch.Generator(device=device).manual_seed(self.seed(exp, iteration))
+        batches = -(-self.prompts_per_iteration // self.sample_batch_size)
+        stream = prompt_stream(exp.task.train, self.sample_batch_size, batches, self.seed(exp, iteration))
         policy.eval()
         parts, remaining = [], self.prompts_per_iteration
         for prompt_ids, prompt_mask in stream:
+            prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
             batch = slice(0, min(remaining, len(prompt_ids)))
             parts.append(
                 record.sample_and_label(
@@ -89,23 +91,22 @@ class IterativeDPO:
             )
             remaining -= len(prompt_ids[batch])
         record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
-        return LabelledPairs.concat(parts)
+        return LabelledPairs.concat(parts).to("cpu")
 
     def train(self, exp: Experiment, policy, record: RunRecord, dataset: LabelledPairs, iteration: int) -> None:
         """One epoch of DPO over the round's dataset, continuing the policy."""
         steps = -(-len(dataset.prompt_ids) // self.batch_size)
-        loader = DataLoader(
-            TensorDataset(*dataset.tensors()),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed(exp, iteration)),
-        )
-        spec = exp.task.decode_spec(self.temperature)
+        micro = self.micro_batch_size or self.batch_size
+        # Shuffled once per round in steps of batch_size, each step in micro-batches.
+        generator = torch.Generator().manual_seed(self.seed(exp, iteration))
+        order = torch.randperm(len(dataset.prompt_ids), generator=generator)
+        loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=micro, sampler=order.tolist())
+        spec = exp.decode_spec(self.temperature)
         module = DatasetDPOModule(
             policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
             beta=self.beta, lr=self.lr, eval_every=self.eval_every,
         )  # fmt: skip
-        exp.trainer(max_steps=steps, max_epochs=1).fit(module, loader)
+        exp.trainer(max_steps=steps, max_epochs=1, accumulate_grad_batches=self.batch_size // micro).fit(module, loader)
         record.step_offset += steps
 
     def first_iteration_from_cache(self, exp: Experiment):

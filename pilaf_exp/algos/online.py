@@ -17,24 +17,32 @@ if TYPE_CHECKING:
 class OnlineDPO:
     beta: float
     steps: int
-    batch_size: int
+    batch_size: int  # pairs per step, per rank
     lr: float
     temperature: float
     eval_every: int
+    micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
     name: ClassVar[str] = "online"
 
     def fit(self, exp: Experiment) -> Fitted:
-        spec = exp.task.decode_spec(self.temperature)
+        spec = exp.decode_spec(self.temperature)
         record = RunRecord()
         policy = exp.new_policy()
+        micro = self.micro_batch_size or self.batch_size
+
+        def loader(rank: int, world_size: int):  # built once the trainer knows the ranks
+            return prompt_stream(exp.task.train, self.batch_size, self.steps, exp.seed, rank, world_size, micro)
+
         module = OnlineDPOModule(
             policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
             beta=self.beta, lr=self.lr, eval_every=self.eval_every,
-            sampler=exp.sampler, labeler=exp.labeler, spec=spec, seed=exp.seed,
+            sampler=exp.sampler, labeler=exp.labeler, spec=spec, seed=exp.seed, make_loader=loader,
         )  # fmt: skip
-        prompts = exp.task.train_prompts
-        loader = prompt_stream(prompts, exp.task.mask_of(prompts), self.batch_size, self.steps, exp.seed)
+        trainer = exp.trainer(
+            max_steps=self.steps, max_epochs=1, accumulate_grad_batches=self.batch_size // micro,
+            use_distributed_sampler=False,  # the prompt stream splits itself across ranks
+        )  # fmt: skip
         with record.stopwatch("fit"):
-            exp.trainer(max_steps=self.steps, max_epochs=1).fit(module, loader)
-        record.flush_preferences(exp.output_dir / "preferences")
+            trainer.fit(module)
+        record.flush_preferences(exp.output_dir / record.preferences_name())
         return Fitted(policy, record)

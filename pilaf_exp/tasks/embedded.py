@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from pilaf_exp.generation import DecodeSpec
+from pilaf_exp.prompts import Prompts
 
 
 class EmbeddedTask:
@@ -40,9 +41,12 @@ class EmbeddedTask:
         prompts = prompts[torch.from_numpy(rng.permutation(len(prompts)))]
         if not 0 < num_test_prompts < len(prompts):
             raise ValueError(f"task.num_test_prompts={num_test_prompts}: must be in 1..{len(prompts) - 1}")
-        self.test_prompts, self.train_prompts = prompts[:num_test_prompts], prompts[num_test_prompts:]
+        self.test = Prompts.unpadded(prompts[:num_test_prompts])
+        self.train = Prompts.unpadded(prompts[num_test_prompts:])
 
     enumerable = True  # every response can be listed: the exact optimum J* is computable
+    tokenizer = None  # token ids are the language: no text
+    skipped: dict[str, int] = {}  # nothing is filtered out
 
     @property
     def eos_token_id(self) -> int | None:
@@ -55,13 +59,9 @@ class EmbeddedTask:
     def decode_spec(self, temperature: float) -> DecodeSpec:
         return DecodeSpec(self.response_length, temperature, self.eos_token_id, self.pad_token_id)
 
-    @staticmethod
-    def mask_of(prompts: Tensor) -> Tensor:
-        return torch.ones_like(prompts)
-
     def demonstrations(self, count: int, generator: torch.Generator, prompts: Tensor | None = None) -> Tensor:
         """[count, P + T] prompts (default: the train split) continued by the bigram chain."""
-        prompts = self.train_prompts if prompts is None else prompts
+        prompts = self.train.ids if prompts is None else prompts
         index = torch.randint(len(prompts), (count,), generator=generator)
         tokens = [prompts[index]]
         last = tokens[0][:, -1]
@@ -69,6 +69,12 @@ class EmbeddedTask:
             last = torch.multinomial(self.transition[last], 1, generator=generator).squeeze(-1)
             tokens.append(last[:, None])
         return torch.cat(tokens, dim=1)
+
+    def sft_examples(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """SFT data: prompt ids, prompt mask [count, P], response ids, response mask [count, T]."""
+        demos = self.demonstrations(count, generator)
+        prompts, responses = demos[:, : self.prompt_length], demos[:, self.prompt_length :]
+        return prompts, torch.ones_like(prompts), responses, torch.ones_like(responses)
 
     def true_logprob(self, sequences: Tensor) -> Tensor:
         """log p(response | prompt) under the chain that wrote the demonstrations: [N]."""
