@@ -1,7 +1,7 @@
 """Decoding throughput of vanilla and PILAF pair sampling on the Qwen2.5-0.5B shape (issue 4).
 
     python -m pilaf_exp.bench_decode [--batch 16 64] [--prompt-length 32] [--new-tokens 32] [--repeats 3]
-                                     [--layers 24]
+                                     [--layers 24] [--threads N]
 
 Builds two randomly initialised fp32 causal LMs with the architecture of Qwen2.5-0.5B (vocab
 151,936, hidden 896, 24 layers, 14 query / 2 key-value heads, tied embeddings) locally from a
@@ -20,7 +20,8 @@ interpolated, and the PILAF/vanilla ratio of median wall time and of median toke
 The forward-pass cost model puts PILAF at ~1.5x vanilla: the policy decodes all 2B rows in both,
 and PILAF additionally runs the reference on the interpolated half of the pairs (B rows). This
 benchmark measures how close wall time on CPU comes to that. `--layers` shrinks the depth for a
-quick smoke run; it is a benchmark to run by hand, not a timed test.
+quick smoke run; it is a benchmark to run by hand, not a timed test. On a shared machine,
+`--threads 1` keeps an OpenMP team from stalling on a core another process holds.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per sampler and batch size")
     parser.add_argument("--layers", type=int, default=24, help="override the depth (e.g. 2 for a smoke run)")
     parser.add_argument("--coef", type=float, default=0.1, help="PILAF interpolation coefficient")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     config = qwen25_05b_shape(args.layers)
     start = time.perf_counter()
@@ -142,6 +148,10 @@ def main() -> None:
             f"| {statistics.mean(passes[batch]['vanilla']):.2f} | {spread(passes[batch]['pilaf'], '.2f')} "
             f"| {spread(interpolated[batch], '.2f')} | **{time_ratio:.2f}x** | {rate_ratio:.2f}x |"
         )
+    print()
+    for batch in args.batch:  # raw per-round wall times, so a noisy round is visible
+        rounds = "; ".join(f"{name} " + ", ".join(f"{s:.1f}" for s in times) for name, times in seconds[batch].items())
+        print(f"batch {batch} wall s per round: {rounds}")
 
 
 if __name__ == "__main__":

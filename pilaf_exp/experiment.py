@@ -27,7 +27,7 @@ from pilaf_exp.optimum import optimum
 from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairSampler
 from pilaf_exp.sft import train_sft
-from pilaf_exp.text import TextReencoder, same_tokenizer
+from pilaf_exp.text import TextReencoder, check_checkpoint, same_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def build_oracle(cfg: DictConfig, task: Any, reference: PreTrainedModel) -> Rewa
         )
     oracle = RewardOracle(model, pad_token_id=model.config.pad_token_id, encoder=encoder).eval()
     if cfg.oracle.get("target_std") is not None:
-        generator = torch.Generator().manual_seed(cfg.task.seed)
+        generator = torch.Generator().manual_seed(cfg.task.get("seed", 0))
         count = min(int(cfg.oracle.calibration_prompts), len(task.train))
         prompts = task.train[torch.randperm(len(task.train), generator=generator)[:count]]
         sources = torch.full((count,), POLICY)
@@ -167,6 +167,9 @@ def build_oracle(cfg: DictConfig, task: Any, reference: PreTrainedModel) -> Rewa
 
 
 def build(cfg: DictConfig) -> Experiment:
+    for key in ("model.policy.path", "oracle.model.path"):  # before any tokenizer or data is loaded
+        if OmegaConf.select(cfg, key):
+            check_checkpoint(OmegaConf.select(cfg, key), key)
     tokenizer = make(cfg.model.tokenizer) if cfg.model.get("tokenizer") is not None else None
     task = make(cfg.task, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
     reference = build_reference(cfg, task)
