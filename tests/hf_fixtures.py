@@ -56,9 +56,7 @@ def policy_tokenizer() -> PreTrainedTokenizerFast:
     return bpe_tokenizer(320, "<pad>", "<s>", "</s>", chat_template=None)
 
 
-ORACLE_TEMPLATE = (
-    "{{ '<|begin|>' }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-)
+ORACLE_TEMPLATE = "{{ '<|begin|>' }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
 
 
 def oracle_tokenizer() -> PreTrainedTokenizerFast:

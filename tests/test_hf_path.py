@@ -69,7 +69,8 @@ def test_online_dpo_runs_end_to_end_on_text(real_parts, tmp_path):
 
 def test_iterative_dpo_runs_end_to_end_on_text(real_parts, tmp_path):
     iterative = ["algo=iterative", "algo.iterations=2", "algo.prompts_per_iteration=16", "algo.batch_size=8",
-                 "algo.micro_batch_size=4", "algo.eval_every=2", "sampler=hybrid", f"output_dir={tmp_path}"]  # fmt: skip
+                 "algo.micro_batch_size=4", "algo.eval_every=2", "sampler=hybrid",
+                 f"output_dir={tmp_path}"]  # fmt: skip
     summary = run(compose_config(*paper_setting(real_parts, *iterative)))
     assert summary["annotations/total"] == 2 * 2 * 16
     for iteration in (1, 2):
