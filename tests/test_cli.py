@@ -37,6 +37,11 @@ BAD_INPUTS = [
     (["sampler=best_of_n", "sampler.n=1"], ["sampler.n=1", ">= 2"]),
     (["algo.batch_size=0"], ["algo.batch_size=0", "> 0"]),
     (["oracle/labeler=coin"], ["oracle/labeler=coin", "argmax", "bradley_terry"]),
+    (["task=hh_rlhf"], ["text", "tokenizer", "model=small"]),
+    (["model=small"], ["task=embedded", "model=tiny"]),
+    (["algo.micro_batch_size=5"], ["algo.micro_batch_size=5", "divide", "algo.batch_size=64"]),
+    (["algo=iterative", "trainer=ddp_cpu"], ["algo=iterative", "trainer.devices=2"]),
+    (["model.generation.batch_size=0"], ["model.generation.batch_size=0", "> 0"]),
 ]
 
 

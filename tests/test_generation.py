@@ -113,3 +113,30 @@ def test_vocabularies_must_match():
     with pytest.raises(ValueError, match="vocabulary size 12 != reference vocabulary size 13"):
         check_same_vocabulary(tiny_llama(12, hidden_size=16, num_layers=1, num_heads=2),
                               tiny_llama(13, hidden_size=16, num_layers=1, num_heads=2))  # fmt: skip
+
+
+def test_chunked_decoding_with_eos_stays_exact_and_masks_after_eos(models):
+    """Rows decoded 2 at a time, stopping at EOS per row: every kept token's log-prob is the exact
+    mixture's, nothing follows an EOS, and the chunks' widths are padded to one."""
+    policy, reference = models
+    eos, pad, coef = 3, 0, 0.5
+    prompts = torch.tensor([[0, 0, 5, 4], [5, 6, 7, 8], [0, 9, 1, 2], [0, 0, 0, 11], [4, 4, 4, 4]])
+    masks = (torch.arange(4) >= torch.tensor([2, 0, 1, 3, 0])[:, None]).long()
+    sources = torch.tensor([POLICY, PLUS, MINUS, REFERENCE, PLUS])
+    spec = DecodeSpec(max_new_tokens=8, eos_token_id=eos, pad_token_id=pad, max_rows=2)
+    out = decode(policy, reference, prompts, masks, sources, spec, torch.Generator().manual_seed(3), coef=coef)
+    assert out.tokens.shape == out.mask.shape == out.logprobs.shape == (5, 8)
+    assert (out.mask.sum(1) < 8).sum() >= 3  # several rows did stop at EOS (one chunk of two early)
+    for row, source in enumerate(sources.tolist()):
+        length = int(out.mask[row].sum())
+        ended = (out.tokens[row, :length] == eos).nonzero()
+        if len(ended):  # stopped at its first EOS, which is kept; padding after it
+            assert ended[0].item() == length - 1
+        else:
+            assert length == 8 or length == out.tokens.shape[1]
+        assert (out.tokens[row, length:] == pad).all() and (out.logprobs[row, length:] == 0).all()
+        for t in range(length):
+            ids = torch.cat([prompts[row], out.tokens[row, :t]])[None]
+            mask = torch.cat([masks[row], torch.ones(t, dtype=torch.long)])[None]
+            expected = torch.log_softmax(mixture_logits(policy, reference, ids, mask, source, coef), -1)
+            assert abs(out.logprobs[row, t].item() - expected[0, out.tokens[row, t]].item()) < 1e-5, (row, t)

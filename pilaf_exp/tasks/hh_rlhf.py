@@ -8,6 +8,7 @@ into the run's summary (`task/skipped_*`).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -51,7 +52,8 @@ def check_jsonl(path: str, key: str) -> None:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{key}={path!r} does not exist")
-    with file.open() as lines:
+    opener = gzip.open if file.suffix == ".gz" else open  # HH-RLHF ships as train.jsonl.gz
+    with opener(file, "rt") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
