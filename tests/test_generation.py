@@ -140,3 +140,23 @@ def test_chunked_decoding_with_eos_stays_exact_and_masks_after_eos(models):
             mask = torch.cat([masks[row], torch.ones(t, dtype=torch.long)])[None]
             expected = torch.log_softmax(mixture_logits(policy, reference, ids, mask, source, coef), -1)
             assert abs(out.logprobs[row, t].item() - expected[0, out.tokens[row, t]].item()) < 1e-5, (row, t)
+
+
+def test_a_policy_in_training_with_gradient_checkpointing_decodes_as_in_eval(models):
+    """model.gradient_checkpointing=true must not switch the KV cache off while sampling mid-training."""
+    import copy
+
+    policy, reference = models
+    training = copy.deepcopy(policy)
+    training.gradient_checkpointing_enable()
+    training.train()
+    prompts = torch.tensor([[1, 2, 3, 4], [0, 5, 6, 7]])
+    masks = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    sources = torch.tensor([POLICY, PLUS])
+    spec = DecodeSpec(max_new_tokens=6)
+    outs = [
+        decode(p, reference, prompts, masks, sources, spec, torch.Generator().manual_seed(0), coef=0.3)
+        for p in (policy, training)
+    ]
+    assert torch.equal(outs[0].tokens, outs[1].tokens)
+    assert torch.allclose(outs[0].logprobs, outs[1].logprobs, atol=1e-6)
