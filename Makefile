@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast lint format bench bench-decode clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: install  ## apply ruff's formatting and safe fixes
 
 bench: install  ## sampler timing benchmark (writes results to stdout; see BENCHMARKS.md)
 	$(PY) -m pilaf_exp.bench $(ARGS)
+
+bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, random weights (~20 min on 2 cores)
+	$(PY) -m pilaf_exp.bench_decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)
 
 clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 	rm -rf outputs multirun .pytest_cache
