@@ -22,6 +22,7 @@ def prompt_stream(
     rank: int = 0,
     world_size: int = 1,
     micro_batch_size: int | None = None,
+    start_step: int = 0,
 ) -> DataLoader:
     """`batches` steps of train prompts, reshuffled each pass, fixed by `seed`.
 
@@ -30,7 +31,8 @@ def prompt_stream(
     prompts do not depend on how it is split. Each step arrives in micro-batches when asked."""
     total = batch_size * world_size * batches
     sampler = RandomSampler(range(len(prompts)), num_samples=total, generator=torch.Generator().manual_seed(seed))
-    order = torch.tensor(list(sampler)).view(batches, world_size, batch_size)[:, rank].flatten()
+    # A resumed run starts at its checkpoint's step: the prompts it has not trained on yet.
+    order = torch.tensor(list(sampler)).view(batches, world_size, batch_size)[start_step:, rank].flatten()
     dataset = TensorDataset(prompts.ids, prompts.mask)
     return DataLoader(dataset, batch_size=micro_batch_size or batch_size, sampler=order.tolist())
 
@@ -64,3 +66,11 @@ class PreferenceLog:
 
     def save(self, path: Path) -> None:
         datasets.Dataset.from_dict(self.columns).save_to_disk(str(path))
+
+
+def preference_log(ledger) -> PreferenceLog:
+    """The run's labelled pairs, in order, rebuilt from its ledger (pilaf_exp.ledger)."""
+    log = PreferenceLog()
+    for entry in ledger.entries():
+        log.add(entry["step"], PairBatch(**entry["pairs"]), entry["a_preferred"])
+    return log

@@ -3,6 +3,7 @@ the sampler, the oracle, the loss in `dpo.py` and the evaluator in `metrics.py`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -11,12 +12,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from pilaf_exp.checkpointing import Checkpointer, rng_states
 from pilaf_exp.dpo import dpo_loss, sequence_logprob
 from pilaf_exp.generation import DecodeSpec
-from pilaf_exp.labelling import LabelledPairs, RunRecord
+from pilaf_exp.labelling import LabelledPairs, RunRecord, label
+from pilaf_exp.ledger import Ledger, ledger_entry
 from pilaf_exp.metrics import Evaluator
 from pilaf_exp.oracle import RewardOracle
-from pilaf_exp.samplers import PairSampler
+from pilaf_exp.samplers import PairBatch, PairSampler
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -53,8 +56,22 @@ class DPOModule(L.LightningModule):
         self.oracle.eval()
         return self
 
+    checkpointer: Checkpointer | None = None  # set by the algorithm to checkpoint this run
+    resume_optimizer: dict | None = None  # optimizer state of the checkpoint being resumed
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.lr)
+        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.lr)
+        if self.resume_optimizer is not None:
+            optimizer.load_state_dict(self.resume_optimizer)
+        return optimizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The frozen reference and oracle are rebuilt from the config: keep only the policy.
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
+        # The record as of the last completed step: a checkpoint taken mid-step (on a signal) resumes
+        # at that step and replays its micro-batches from the ledger.
+        record = self.step_record or self.record.state()
+        checkpoint["pilaf"] = {"record": record, "run_step": self.run_step, "rng": rng_states()}
 
     @property
     def run_step(self) -> int:
@@ -79,13 +96,23 @@ class DPOModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.record.rank, self.record.world_size = self.global_rank, self.trainer.world_size
+        self.step_record = copy.deepcopy(self.record.state())
 
     def on_train_start(self) -> None:
-        self.evaluate()  # the starting policy (step 0: the SFT model itself)
+        if self.run_step == 0:
+            self.evaluate()  # the starting policy (the SFT model itself)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.run_step % self.eval_every == 0 or self.global_step == self.trainer.max_steps:
-            self.evaluate()
+        if not (batch_idx + 1) % self.trainer.accumulate_grad_batches:  # the optimizer just stepped
+            if self.run_step % self.eval_every == 0 or self.global_step == self.trainer.max_steps:
+                self.evaluate()
+            self.step_record = copy.deepcopy(self.record.state())
+            # After the evaluation, so a resumed run has this step's evaluation in its history.
+            if self.checkpointer and self.checkpointer.due(self.run_step):
+                self.checkpointer.save(self.trainer, self.run_step)
+        # Signalled (SIGTERM / SIGUSR1): Lightning stops after this batch; save where the run stands.
+        if self.checkpointer and self.trainer.received_sigterm and not self.checkpointer.has(self.run_step):
+            self.checkpointer.save(self.trainer, self.run_step)
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")
@@ -114,27 +141,45 @@ class OnlineDPOModule(DPOModule):
         spec: DecodeSpec,
         seed: int,
         make_loader: Callable[[int, int], DataLoader],
+        make_ledger: Callable[[int], Ledger] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.sampler, self.labeler, self.spec = sampler, labeler, spec
-        self.seed, self.make_loader = seed, make_loader
+        self.seed, self.make_loader, self.make_ledger = seed, make_loader, make_ledger
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         # Sampling + labelling noise, on the models' device; each rank draws its own.
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1_000_003 * self.global_rank)
+        self.ledger = self.make_ledger(self.global_rank) if self.make_ledger else None
+        resumed_at = self.record.step_offset
+        if resumed_at:  # continue the noise stream where the last step before the checkpoint left it
+            entry = self.ledger.read(resumed_at - 1, self.trainer.accumulate_grad_batches - 1) if self.ledger else None
+            if entry is None:
+                raise RuntimeError(f"cannot resume at step {resumed_at}: its ledger entry is missing")
+            self.generator.set_state(entry["generator"])
 
     def train_dataloader(self) -> DataLoader:
         return self.make_loader(self.global_rank, self.trainer.world_size)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         prompt_ids, prompt_mask = batch
-        pairs = self.record.sample_and_label(
-            self.sampler, self.labeler, self.oracle, self.policy, self.reference,
-            prompt_ids, prompt_mask, self.spec, self.generator, self.run_step,
-        )  # fmt: skip
-        return self.loss(pairs)
+        step, micro = self.run_step, batch_idx % self.trainer.accumulate_grad_batches
+        entry = self.ledger.read(step, micro) if self.ledger else None
+        if entry is not None:  # labelled before an interruption: reuse it, do not ask the oracle again
+            self.generator.set_state(entry["generator"])
+            pairs = PairBatch(**{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()})
+            return self.loss(self.record.add(step, pairs, entry["a_preferred"].to(self.device)))
+        with self.record.stopwatch("sampling"):
+            sampled = self.sampler.sample(
+                self.policy, self.reference, prompt_ids, prompt_mask, self.spec, self.generator
+            )
+        with self.record.stopwatch("labelling"):
+            a_preferred = label(self.oracle, self.labeler, sampled, self.generator)
+        if self.ledger:  # durable before the gradient step that uses it
+            self.ledger.write(step, micro, ledger_entry(step, sampled, a_preferred, self.generator))
+        return self.loss(self.record.add(step, sampled, a_preferred))
 
 
 class DatasetDPOModule(DPOModule):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -15,11 +20,13 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from pilaf_exp import outputs
 from pilaf_exp.cache import checkpoint_fingerprint, load_or_build_model, load_or_compute_json
+from pilaf_exp.checkpointing import Checkpointer
 from pilaf_exp.checks import ConfigError, validate
 from pilaf_exp.generation import POLICY, DecodeSpec, check_kv_budget, decode
 from pilaf_exp.metrics import Evaluator, describe_policy
@@ -56,6 +63,14 @@ class Experiment:
         accelerator = str(self.cfg.trainer.get("accelerator", "cpu"))
         gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         return torch.device("cuda" if gpu else "cpu")
+
+    @property
+    def resume(self) -> bool:
+        return self.cfg.get("resume", "auto") == "auto"
+
+    def checkpointer(self) -> Checkpointer:
+        ckpt = self.cfg.get("checkpoint") or {}
+        return Checkpointer(self.output_dir / "checkpoints", ckpt.get("every_n_steps"), int(ckpt.get("keep", 2)))
 
     def base_spec(self) -> dict:
         """What fixes the reference and the oracle: the key of everything cached per task."""
@@ -209,6 +224,19 @@ def exact_optimum(exp: Experiment) -> dict[str, float]:
     )
 
 
+@contextmanager
+def usr1_as_sigterm() -> Iterator[None]:
+    """SIGUSR1 (SLURM's pre-emption warning) stops the run like SIGTERM: checkpoint, then exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGUSR1, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment end to end; write its outputs to cfg.output_dir; return the summary."""
     validate(cfg)
@@ -229,7 +257,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         fixed |= describe_policy(exp.reference, exp.task, algo.temperature)
     for logger in exp.loggers:
         logger.log_metrics(fixed, step=0)
-    fitted = algo.fit(exp)
+    try:
+        with usr1_as_sigterm():
+            fitted = algo.fit(exp)
+    except SIGTERMException:
+        log.warning("stopped by a signal; checkpoint in %s: run the same command again to resume", out_dir)
+        print(f"interrupted: checkpoint saved in {out_dir / 'checkpoints'}; run the same command again to resume")
+        return {}
     wall = time.perf_counter() - started
     record = fitted.record
     if record.world_size > 1:  # each rank's own account, to check the ranks agree
@@ -254,7 +288,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "world_size": record.world_size,
     }
     seconds = fitted.record.stopwatch.seconds | {"optimum": optimum_seconds}
-    timing = outputs.timing(seconds, wall, pairs=fitted.record.pairs_labelled)
+    timing = outputs.timing(seconds, wall, pairs=fitted.record.pairs_labelled) | fitted.record.run_info
     outputs.write_json(out_dir / "summary.json", summary)
     outputs.write_json(out_dir / "timing.json", timing)
     outputs.write_history(out_dir / "eval_history.csv", history)

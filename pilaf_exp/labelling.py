@@ -72,6 +72,7 @@ class RunRecord:
     selection_passes: float = 0.0
     step_offset: int = 0  # training steps taken by earlier trainers of this run
     notes: dict[str, Any] = field(default_factory=dict)  # provenance that goes into the summary
+    run_info: dict[str, Any] = field(default_factory=dict)  # how this process ran (timing.json, not the summary)
     rank: int = 0  # this process's rank in a distributed run
     world_size: int = 1
 
@@ -98,6 +99,10 @@ class RunRecord:
             pairs = sampler.sample(policy, reference, prompts, masks, spec, generator)
         with self.stopwatch("labelling"):
             a_preferred = label(oracle, labeler, pairs, generator)
+        return self.add(step, pairs, a_preferred)
+
+    def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> LabelledPairs:
+        """Count and log one batch of labelled pairs; return them as (chosen, rejected)."""
         self.preferences.add(step, pairs, a_preferred)
         self.pairs_labelled += len(pairs)
         self.generation_passes += pairs.generation_passes
