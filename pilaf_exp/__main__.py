@@ -29,13 +29,14 @@ def quiet_framework_chatter() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> dict:
+    from pilaf_exp.dpo_module import NonFiniteError
     from pilaf_exp.experiment import run  # heavy imports after argument checks
 
     quiet_framework_chatter()  # here too: under SLURM/joblib only this function runs in the job
@@ -43,6 +44,8 @@ def hydra_main(cfg: DictConfig) -> dict:
         return run(cfg)
     except ConfigError as error:
         fail(str(error))
+    except NonFiniteError as error:
+        fail(str(error), code=1)
 
 
 def main() -> None:

@@ -39,6 +39,20 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algo.sample_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("eval.optimum_prompts", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
     ("eval.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("resume", lambda v: v in ("auto", "never"), "auto or never"),
+    ("checkpoint.every_n_steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
+    ("checkpoint.keep", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    ("min_free_disk_gb", lambda v: _number(v) and v >= 0, "a number >= 0"),
+    ("eval.temperature", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("eval.seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("task.concentration", lambda v: _number(v) and v > 0, "a number > 0"),
+    ("task.max_prompt_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("task.max_response_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.policy.hidden_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.policy.num_layers", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.policy.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+    ("oracle.model.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
+    ("model.sft.demonstrations", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
     ("algo.micro_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
     ("model.generation.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.generation.max_kv_cache_gb", lambda v: _number(v) and v > 0, "a number > 0 or null"),
@@ -63,6 +77,9 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
     batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
     if isinstance(batch, int) and isinstance(micro, int) and micro > 0 and batch % micro:
         found.append(f"algo.micro_batch_size={micro} must divide algo.batch_size={batch}")
+    hidden, heads = OmegaConf.select(cfg, "model.policy.hidden_size"), OmegaConf.select(cfg, "model.policy.num_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        found.append(f"model.policy.hidden_size={hidden} must be a multiple of model.policy.num_heads={heads}")
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
         found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")

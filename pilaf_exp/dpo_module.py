@@ -22,6 +22,10 @@ from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairBatch, PairSampler
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN or infinity; the message says where and what was kept."""
+
+
 def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
@@ -65,6 +69,18 @@ class DPOModule(L.LightningModule):
             optimizer.load_state_dict(self.resume_optimizer)
         return optimizer
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)  # one fused reduction over every gradient
+        if not torch.isfinite(norm):
+            self.stop_non_finite(f"the gradient norm is {norm.item()}")
+
+    def stop_non_finite(self, what: str) -> None:
+        """Stop before a non-finite value reaches the weights; the checkpoints on disk stay as they are."""
+        saved = self.checkpointer.saved() if self.checkpointer else []
+        kept = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was written"
+        raise NonFiniteError(f"{what} at step {self.run_step}: stopped; {kept} (lower algo.lr?)")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The frozen reference and oracle are rebuilt from the config: keep only the policy.
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("policy.")}
@@ -87,6 +103,8 @@ class DPOModule(L.LightningModule):
         with torch.no_grad():
             logp_reference = sequence_logprob(self.reference, prompts, masks, responses, response_masks)
         loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.beta)
+        if not torch.isfinite(loss):
+            self.stop_non_finite(f"train/loss is {loss.item()}")
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/reward_margin", margin.mean())
         self.log("train/accuracy", (margin > 0).float().mean())

@@ -244,7 +244,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Under DDP the other ranks re-run this function in the same directory: rank 0 owns it.
     lead = rank_zero_only.rank == 0
     if lead:
-        outputs.claim_run_dir(out_dir)
+        outputs.claim_run_dir(out_dir, float(cfg.get("min_free_disk_gb", 0.0)))
         outputs.save_config(cfg, out_dir)
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()

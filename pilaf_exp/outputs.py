@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,21 @@ from rich.table import Table  # noqa: E402
 from pilaf_exp.checks import ConfigError  # noqa: E402
 
 
-def claim_run_dir(out_dir: Path) -> None:
-    """Refuse to run over a finished run: its results would be overwritten."""
+def claim_run_dir(out_dir: Path, min_free_gb: float = 0.0) -> None:
+    """Refuse to run over a finished run (its results would be overwritten), into a directory that
+    cannot be written, or onto a disk with less than `min_free_gb` free: fail before training."""
     if (out_dir / "summary.json").exists():
         raise ConfigError(f"output_dir={out_dir} already holds a finished run (summary.json); choose another directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"output_dir={out_dir} is not writable ({error.strerror or error})") from None
+    free_gb = shutil.disk_usage(out_dir).free / 1e9
+    if free_gb < min_free_gb:
+        raise ConfigError(f"output_dir={out_dir} has {free_gb:.2f} GB free, under min_free_disk_gb={min_free_gb}")
 
 
 def save_config(cfg: DictConfig, out_dir: Path) -> None:
