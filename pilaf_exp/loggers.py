@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
+from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -13,7 +16,17 @@ def wandb_logger(
     """W&B logger, offline unless the user has given a key (WANDB_API_KEY) or set WANDB_MODE.
 
     The offline run directory (save_dir/wandb/offline-run-*) is real W&B output: upload it
-    later with `wandb sync`.
+    later with `wandb sync`. The run id is kept in save_dir/wandb/run_id, so a resumed run
+    (same output_dir) continues the same W&B run instead of starting a new one.
     """
     mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    return WandbLogger(save_dir=save_dir, project=project, group=group, tags=list(tags or []), mode=mode, **kwargs)
+    id_file = Path(save_dir) / "wandb" / "run_id"
+    resuming = id_file.exists()
+    run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
+    if not resuming and rank_zero_only.rank == 0:
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(run_id + "\n")
+    return WandbLogger(
+        save_dir=save_dir, project=project, group=group, tags=list(tags or []), mode=mode,
+        id=run_id, resume="allow", **kwargs,
+    )  # fmt: skip
