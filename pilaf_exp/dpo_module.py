@@ -62,6 +62,7 @@ class DPOModule(L.LightningModule):
 
     checkpointer: Checkpointer | None = None  # set by the algorithm to checkpoint this run
     resume_optimizer: dict | None = None  # optimizer state of the checkpoint being resumed
+    extra_state: dict[str, Any] = {}  # what the algorithm needs back on resume (iterative: the round)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.lr)
@@ -87,7 +88,12 @@ class DPOModule(L.LightningModule):
         # The record as of the last completed step: a checkpoint taken mid-step (on a signal) resumes
         # at that step and replays its micro-batches from the ledger.
         record = self.step_record or self.record.state()
-        checkpoint["pilaf"] = {"record": record, "run_step": self.run_step, "rng": rng_states()}
+        checkpoint["pilaf"] = {
+            "record": record,
+            "run_step": self.run_step,
+            "rng": rng_states(),
+            "extra": self.extra_state,
+        }
 
     @property
     def run_step(self) -> int:

@@ -112,3 +112,48 @@ def test_no_readable_checkpoint_stops_rather_than_starting_over(tmp_path, subpro
     result = subprocess.run(command(run_dir), env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2
     assert "no readable checkpoint" in result.stderr.strip().splitlines()[-1]
+
+
+ITERATIVE = [
+    "algo=iterative", "algo.iterations=3", "algo.prompts_per_iteration=32", "algo.sample_batch_size=8",
+    "algo.batch_size=8", "algo.micro_batch_size=null", "algo.eval_every=2", "algo.vanilla_first_iteration=false",
+    "checkpoint.every_n_steps=3", "sampler=pilaf", "eval.optimum_prompts=0", "logger=csv",
+    "task.num_test_prompts=32", "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
+    "save_policy=true",
+]  # fmt: skip
+
+
+def test_kill_9_of_an_iterative_run_then_resume_gives_the_same_run(tmp_path, subprocess_env):
+    """Three rounds of 4 sampling batches and 4 DPO steps; killed once a random number of sampling
+    batches of rounds 2-3 are in the ledger (mid-collection or mid-training), then resumed."""
+
+    def cmd(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", *ITERATIVE]
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(cmd(whole), env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    after = random.Random().randint(5, 11)  # ledger files: 4 per round
+    process = subprocess.Popen(cmd(run_dir), env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while len(list((run_dir / "ledger").glob("*/step_*.pt"))) < after and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None
+    process.kill()
+    process.communicate(timeout=120)
+    resumed = subprocess.run(cmd(run_dir), env=subprocess_env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    assert json.loads((whole / "summary.json").read_text()) == json.loads((run_dir / "summary.json").read_text())
+    weights_a, weights_b = (
+        load_file(whole / "policy" / "model.safetensors"),
+        load_file(run_dir / "policy" / "model.safetensors"),
+    )
+    assert all((weights_a[k] == weights_b[k]).all() for k in weights_a)
+    for iteration in (1, 2, 3):
+        path = f"preferences/iteration_{iteration}"
+        assert (
+            datasets.load_from_disk(str(whole / path)).to_dict()
+            == datasets.load_from_disk(str(run_dir / path)).to_dict()
+        )

@@ -18,11 +18,16 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from pilaf_exp.algos.online import resume_policy_and_record
 from pilaf_exp.cache import cache_key
+from pilaf_exp.checkpointing import Checkpointer
+from pilaf_exp.checks import ConfigError
 from pilaf_exp.data import prompt_stream
 from pilaf_exp.dpo_module import DatasetDPOModule
-from pilaf_exp.labelling import Fitted, LabelledPairs, RunRecord
-from pilaf_exp.samplers import PairSampler, VanillaSampler
+from pilaf_exp.durable import write_atomic
+from pilaf_exp.labelling import Fitted, LabelledPairs, RunRecord, label
+from pilaf_exp.ledger import Ledger, ledger_entry
+from pilaf_exp.samplers import PairBatch, PairSampler, VanillaSampler
 
 if TYPE_CHECKING:
     from pilaf_exp.experiment import Experiment
@@ -47,8 +52,18 @@ class IterativeDPO:
         if self.vanilla_first_iteration:
             policy, record = self.first_iteration_from_cache(exp)
             first = 2
+        checkpointer = exp.checkpointer()
+        if not exp.resume and checkpointer.saved():
+            raise ConfigError(f"resume=never but {checkpointer.directory} holds checkpoints: choose another output_dir")
+        resumed = checkpointer.latest() if exp.resume else None
+        if resumed is not None:  # mid-round: continue that round's training from its checkpoint
+            path, checkpoint = resumed
+            resume_policy_and_record(policy, record, checkpoint)
+            record.run_info["resumed_from"] = f"{path} (step {record.step_offset})"
+            first = checkpoint["pilaf"]["extra"]["iteration"]
         for iteration in range(first, self.iterations + 1):
-            self.iterate(exp, policy, record, exp.sampler, iteration)
+            resume = resumed[1] if resumed is not None and iteration == first else None
+            self.iterate(exp, policy, record, exp.sampler, iteration, checkpointer, resume)
         return Fitted(policy, record)
 
     def seed(self, exp: Experiment, iteration: int) -> int:
@@ -56,13 +71,28 @@ class IterativeDPO:
         # whether the rounds before it were computed here or loaded from the cache.
         return exp.seed * 10_007 + iteration
 
-    def iterate(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int) -> None:
+    def iterate(
+        self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int,
+        checkpointer: Checkpointer | None = None, resume: dict | None = None,
+    ) -> None:  # fmt: skip
+        """One round; with a checkpointer its dataset and training survive an interruption."""
         with record.stopwatch("fit"):
-            dataset = self.collect(exp, policy, record, sampler, iteration)
-            self.train(exp, policy, record, dataset, iteration)
+            saved = exp.output_dir / "rounds" / f"iteration_{iteration}.pt"
+            if checkpointer and saved.exists():  # labelled before an interruption: reuse, do not re-query
+                dataset = LabelledPairs(*torch.load(saved, weights_only=False))
+            else:
+                ledger = Ledger(exp.output_dir / "ledger" / f"iteration_{iteration}") if checkpointer else None
+                dataset = self.collect(exp, policy, record, sampler, iteration, ledger)
+                if checkpointer:
+                    write_atomic(saved, lambda f: torch.save(dataset.tensors(), f))
+            self.train(exp, policy, record, dataset, iteration, checkpointer, resume)
 
-    def collect(self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int):
-        """Sample and label this round's preference dataset with the policy as it stands."""
+    def collect(
+        self, exp: Experiment, policy, record: RunRecord, sampler: PairSampler, iteration: int,
+        ledger: Ledger | None = None,
+    ) -> LabelledPairs:  # fmt: skip
+        """Sample and label this round's preference dataset with the policy as it stands; each
+        sampling batch goes to the ledger first, and is taken from it when already there."""
         spec = exp.decode_spec(self.temperature)
         device = exp.device
         for model in (policy, exp.reference, exp.oracle):
@@ -72,42 +102,54 @@ class IterativeDPO:
         stream = prompt_stream(exp.task.train, self.sample_batch_size, batches, self.seed(exp, iteration))
         policy.eval()
         parts, remaining = [], self.prompts_per_iteration
-        for prompt_ids, prompt_mask in stream:
+        for index, (prompt_ids, prompt_mask) in enumerate(stream):
             prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
             batch = slice(0, min(remaining, len(prompt_ids)))
-            parts.append(
-                record.sample_and_label(
-                    sampler,
-                    exp.labeler,
-                    exp.oracle,
-                    policy,
-                    exp.reference,
-                    prompt_ids[batch],
-                    prompt_mask[batch],
-                    spec,
-                    generator,
-                    record.step_offset,
-                )  # fmt: skip
-            )
             remaining -= len(prompt_ids[batch])
+            entry = ledger.read(iteration, index) if ledger else None
+            if entry is not None:
+                generator.set_state(entry["generator"])
+                pairs = PairBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()})
+                parts.append(record.add(record.step_offset, pairs, entry["a_preferred"].to(device)))
+                continue
+            with record.stopwatch("sampling"):
+                pairs = sampler.sample(policy, exp.reference, prompt_ids[batch], prompt_mask[batch], spec, generator)
+            with record.stopwatch("labelling"):
+                a_preferred = label(exp.oracle, exp.labeler, pairs, generator)
+            if ledger:
+                ledger.write(iteration, index, ledger_entry(record.step_offset, pairs, a_preferred, generator))
+            parts.append(record.add(record.step_offset, pairs, a_preferred))
         record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
         return LabelledPairs.concat(parts).to("cpu")
 
-    def train(self, exp: Experiment, policy, record: RunRecord, dataset: LabelledPairs, iteration: int) -> None:
-        """One epoch of DPO over the round's dataset, continuing the policy."""
+    def train(
+        self, exp: Experiment, policy, record: RunRecord, dataset: LabelledPairs, iteration: int,
+        checkpointer: Checkpointer | None = None, resume: dict | None = None,
+    ) -> None:  # fmt: skip
+        """One epoch of DPO over the round's dataset, continuing the policy (from `resume`, a
+        checkpoint taken during this round, when given)."""
         steps = -(-len(dataset.prompt_ids) // self.batch_size)
         micro = self.micro_batch_size or self.batch_size
+        round_start = resume["pilaf"]["extra"]["round_start"] if resume else record.step_offset
+        done = record.step_offset - round_start  # steps of this round already taken
+        if done >= steps:  # checkpointed at the round's last step: nothing left to train
+            return
         # Shuffled once per round in steps of batch_size, each step in micro-batches.
         generator = torch.Generator().manual_seed(self.seed(exp, iteration))
-        order = torch.randperm(len(dataset.prompt_ids), generator=generator)
+        order = torch.randperm(len(dataset.prompt_ids), generator=generator)[done * self.batch_size :]
         loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=micro, sampler=order.tolist())
         spec = exp.decode_spec(self.temperature)
         module = DatasetDPOModule(
             policy, exp.reference, exp.oracle, exp.evaluator(spec, self.beta), record,
             beta=self.beta, lr=self.lr, eval_every=self.eval_every,
         )  # fmt: skip
-        exp.trainer(max_steps=steps, max_epochs=1, accumulate_grad_batches=self.batch_size // micro).fit(module, loader)
-        record.step_offset += steps
+        module.checkpointer = checkpointer
+        module.extra_state = {"iteration": iteration, "round_start": round_start}
+        if resume:
+            module.resume_optimizer = resume["optimizer_states"][0]
+        trainer = exp.trainer(max_steps=steps - done, max_epochs=1, accumulate_grad_batches=self.batch_size // micro)
+        trainer.fit(module, loader)
+        record.step_offset += steps - done
 
     def first_iteration_from_cache(self, exp: Experiment):
         """Round 1 with vanilla sampling, shared by every sampler: load it, or run and cache it."""
