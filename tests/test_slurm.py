@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,3 +51,36 @@ def test_two_run_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path, subprocess_en
         shown = subprocess.run(["scontrol", "show", "job", job_dir.name], capture_output=True, text=True)
         assert shown.returncode == 0, shown.stderr
         assert f"StdOut={job_dir}" in shown.stdout and "Partition=debug" in shown.stdout, shown.stdout
+
+
+@pytest.mark.slow
+def test_a_requeued_sweep_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path, subprocess_env):
+    """`scontrol requeue` on a running job: SLURM stops it (SIGTERM: checkpoint and exit), starts it
+    again, and the run resumes to the same result as an uninterrupted one."""
+    from test_resume import RUN, ledger_entries, same_result
+
+    whole = tmp_path / "whole"
+    local = subprocess.run([sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={whole}", *RUN], env=subprocess_env,
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    sweep_dir = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "pilaf_exp", "-m", "hydra/launcher=slurm", *RUN, "hydra.launcher.timeout_min=20",
+         "hydra.launcher.mem_gb=2", "hydra.launcher.cpus_per_task=2", f"hydra.sweep.dir={sweep_dir}"],
+        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dir = sweep_dir / "0"
+    deadline = time.monotonic() + 900
+    while ledger_entries(run_dir) < 10 and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+    job = next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
+    requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    assert requeued.returncode == 0, requeued.stderr
+    out, err = sweep.communicate(timeout=1500)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "resumed_from" in json.loads((run_dir / "timing.json").read_text())
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=1" in shown, shown
+    same_result(whole, run_dir)
