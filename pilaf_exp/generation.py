@@ -82,6 +82,11 @@ def check_kv_budget(models_rows: list[tuple[nn.Module, int]], positions: int, sp
         )
 
 
+def cache_argument(model: nn.Module) -> str:
+    """The forward() keyword for a KV cache: transformers 5.24 renamed `past_key_values` to `cache`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class _CachedRunner:
     """One model decoding a fixed subset of the batch rows with its own KV cache."""
 
@@ -90,8 +95,7 @@ class _CachedRunner:
         self.rows = rows  # [r] indices into the decode batch
         self.cache = DynamicCache()
         self.positions = 0
-        # transformers 5.24 renamed `past_key_values` to `cache`; accept either release.
-        self.cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache_arg = cache_argument(model)
 
     def next_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Feed this step's tokens ([R, s]) for our rows; return next-token logits [r, V]."""

@@ -16,7 +16,9 @@ import itertools
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
+from pilaf_exp.generation import cache_argument
 from pilaf_exp.oracle import RewardOracle
 
 
@@ -44,12 +46,13 @@ def enumerate_responses(
         prefix_logp = logp[:, prompt_len - 1 : -1].gather(-1, prefix[..., None]).sum((1, 2))  # [c]
         logps.append((prefix_logp[:, None] + logp[:, -1]).flatten())  # [c * V]
         # Oracle: run the prefix once, then score all V one-token extensions from its cache.
-        cache = oracle.model(input_ids=inputs, use_cache=True).past_key_values
+        cache = DynamicCache()
+        oracle.model(input_ids=inputs, use_cache=True, **{cache_argument(oracle.model): cache})
         cache.batch_repeat_interleave(vocab)
         last = oracle.model(
             input_ids=children.repeat(count)[:, None],
-            past_key_values=cache,
             position_ids=torch.full((count * vocab, 1), inputs.shape[1]),
+            **{cache_argument(oracle.model): cache},
         ).logits[:, 0]
         rewards.append((last.float() - oracle.shift) * oracle.scale)
     return torch.cat(logps), torch.cat(rewards)
