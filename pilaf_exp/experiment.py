@@ -6,6 +6,8 @@ import copy
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel
@@ -103,6 +106,8 @@ class Experiment:
         return Evaluator(self.task.test, spec, beta, int(ev.seed), int(ev.batch_size))
 
     def trainer(self, **kwargs) -> L.Trainer:
+        if "SLURM_JOB_ID" in os.environ:  # our checkpoints handle pre-emption, not Lightning's hpc_ckpt
+            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
         return instantiate(self.cfg.trainer)(logger=self.loggers, **kwargs)
 
 
@@ -224,17 +229,38 @@ def exact_optimum(exp: Experiment) -> dict[str, float]:
     )
 
 
+RECEIVED: set[str] = set()  # stop signals this process received
+
+
+def on_usr1(*_: Any) -> None:
+    RECEIVED.add("SIGUSR1")
+    os.kill(os.getpid(), signal.SIGTERM)  # from here on the SIGTERM path: checkpoint, then exit
+
+
 @contextmanager
 def usr1_as_sigterm() -> Iterator[None]:
     """SIGUSR1 (SLURM's pre-emption warning) stops the run like SIGTERM: checkpoint, then exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGUSR1, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    previous = signal.signal(signal.SIGUSR1, on_usr1)
     try:
         yield
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def leave_for_requeue() -> None:
+    """Under SLURM, a stopped run must not look finished: submitit would hand the sweep an empty
+    result while SLURM runs the job again. A SIGUSR1 (time limit or pre-emption warning) asks
+    SLURM to requeue the job; a SIGTERM comes with the requeue or cancellation already decided."""
+    job = os.environ["SLURM_JOB_ID"]
+    if "SIGUSR1" in RECEIVED:
+        subprocess.run(["scontrol", "requeue", job], check=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)  # skip submitit's result file: the requeued job writes it when it finishes
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -263,6 +289,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except SIGTERMException:
         log.warning("stopped by a signal; checkpoint in %s: run the same command again to resume", out_dir)
         print(f"interrupted: checkpoint saved in {out_dir / 'checkpoints'}; run the same command again to resume")
+        if "SLURM_JOB_ID" in os.environ:
+            leave_for_requeue()
         return {}
     wall = time.perf_counter() - started
     record = fitted.record

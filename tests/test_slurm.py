@@ -75,7 +75,7 @@ def test_a_requeued_sweep_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pat
     while ledger_entries(run_dir) < 10 and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-    job = next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir() and "_" in p.name)
+    job = next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.is_dir())  # one run: no array
     requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     assert requeued.returncode == 0, requeued.stderr
     out, err = sweep.communicate(timeout=1500)
