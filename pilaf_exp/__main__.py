@@ -30,7 +30,8 @@ def quiet_framework_chatter() -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    for line in message.splitlines():  # one line per problem
+        print(f"error: {line}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -51,7 +52,7 @@ def hydra_main(cfg: DictConfig) -> dict:
 def main() -> None:
     problems = bad_group_choices(sys.argv[1:])
     if problems:
-        fail("; ".join(problems))
+        fail("\n".join(problems))
     hydra_main()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -90,10 +91,44 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_checkpoint(path: str, what: str) -> None:
+    """A path that names a local directory must exist and hold a checkpoint; anything else is
+    taken for a hub id (which only loads where the hub or its cache is reachable)."""
+    local = Path(path).expanduser()
+    if local.exists():
+        if not local.is_dir() or not ((local / "config.json").exists() or (local / "tokenizer_config.json").exists()):
+            raise ConfigError(f"{what}={path!r} is not a checkpoint directory (no config.json / tokenizer_config.json)")
+    elif path.startswith(("/", "./", "../", "~")):
+        raise ConfigError(f"{what}={path!r} does not exist: expected a checkpoint directory or a hub id")
+
+
+PATHS = ("model.policy.path", "oracle.model.path")
+DATA_FILES = ("task.data_files.train", "task.data_files.test")
+
+
+def _path_problems(cfg: DictConfig) -> list[str]:
+    """Checkpoint directories and data files named in the config exist (hub ids are not checked)."""
+    found = []
+    for key in PATHS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str):
+            try:
+                check_checkpoint(value, key)
+            except ConfigError as error:
+                found.append(str(error))
+    for key in DATA_FILES:
+        value = OmegaConf.select(cfg, key)
+        for path in [value] if isinstance(value, str) else list(value or []):
+            if not Path(path).expanduser().is_file():
+                found.append(f"{key}={path!r} does not exist")
+    return found
+
+
 def problems(cfg: DictConfig) -> list[str]:
     found = _combination_problems(cfg)
     if found:  # values of a mismatched combination may not even resolve
         return found
+    found = _path_problems(cfg)
     for key, accepted, expected in RULES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not accepted(value):
@@ -104,4 +139,4 @@ def problems(cfg: DictConfig) -> list[str]:
 def validate(cfg: DictConfig) -> None:
     found = problems(cfg)
     if found:
-        raise ConfigError("; ".join(found))
+        raise ConfigError("\n".join(found))  # one line per problem

@@ -37,7 +37,7 @@ from pilaf_exp.optimum import optimum
 from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairSampler
 from pilaf_exp.sft import train_sft
-from pilaf_exp.text import TextReencoder, check_checkpoint, same_tokenizer
+from pilaf_exp.text import TextReencoder, same_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,6 @@ def build_oracle(cfg: DictConfig, task: Any, reference: PreTrainedModel) -> Rewa
 
 
 def build(cfg: DictConfig) -> Experiment:
-    for key in ("model.policy.path", "oracle.model.path"):  # before any tokenizer or data is loaded
-        if OmegaConf.select(cfg, key):
-            check_checkpoint(OmegaConf.select(cfg, key), key)
     tokenizer = make(cfg.model.tokenizer) if cfg.model.get("tokenizer") is not None else None
     task = make(cfg.task, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
     reference = build_reference(cfg, task)

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from pilaf_exp.checks import ConfigError
+from pilaf_exp.checks import ConfigError, check_checkpoint
 from pilaf_exp.dpo import join
 
 Messages = list[dict[str, str]]
-
-
-def check_checkpoint(path: str, what: str) -> None:
-    """A path that names a local directory must exist and hold a checkpoint; anything else is
-    taken for a hub id (which only loads where the hub or its cache is reachable)."""
-    local = Path(path).expanduser()
-    if local.exists():
-        if not local.is_dir() or not ((local / "config.json").exists() or (local / "tokenizer_config.json").exists()):
-            raise ConfigError(f"{what}={path!r} is not a checkpoint directory (no config.json / tokenizer_config.json)")
-    elif path.startswith(("/", "./", "../", "~")):
-        raise ConfigError(f"{what}={path!r} does not exist: expected a checkpoint directory or a hub id")
 
 
 def load_pretrained(loader: Callable, path: str, what: str, **kwargs):

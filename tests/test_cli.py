@@ -42,7 +42,18 @@ BAD_INPUTS = [
     (["algo.micro_batch_size=5"], ["algo.micro_batch_size=5", "divide", "algo.batch_size=64"]),
     (["algo=iterative", "trainer=ddp_cpu"], ["algo=iterative", "trainer.devices=2"]),
     (["model.generation.batch_size=0"], ["model.generation.batch_size=0", "> 0"]),
+    (["resume=maybe"], ["resume='maybe'", "auto or never"]),
+    (["checkpoint.every_n_steps=0"], ["checkpoint.every_n_steps=0", "> 0"]),
 ]
+
+
+def test_each_problem_gets_its_own_line(tmp_path, subprocess_env):
+    result = pilaf_exp(["algo.beta=-1", "seed=-3", "checkpoint.keep=0", f"hydra.run.dir={tmp_path / 'run'}"],
+                       subprocess_env, tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), result.stderr
+    assert {"seed=-3", "algo.beta=-1", "checkpoint.keep=0"} == {line.split()[1] for line in lines}
 
 
 @pytest.mark.parametrize(("args", "words"), BAD_INPUTS, ids=[a[0] for a, _ in BAD_INPUTS])

@@ -37,3 +37,20 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     assert "the last good checkpoint is" in last and "step_00000001.ckpt" in last
     assert (run_dir / "checkpoints" / "step_00000001.ckpt").exists()
     assert not (run_dir / "summary.json").exists()
+
+
+def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, subprocess_env):
+    run_dir = tmp_path / "run"
+    env = {**subprocess_env, "WANDB_MODE": "online", "WANDB_API_KEY": "a" * 40, "WANDB_INIT_TIMEOUT": "5",
+           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "algo.steps=4", "algo.batch_size=8",
+        "algo.eval_every=2", "eval.optimum_prompts=0", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
+        "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stdout + result.stderr
+    assert said.count("W&B online is unavailable") == 1
+    assert (run_dir / "summary.json").exists()
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
