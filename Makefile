@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install run test test-fast lint format bench bench-decode clean
+.PHONY: help install run test test-slow test-fast lint format bench bench-decode clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ install: $(STAMP)  ## create .venv and install the package with its dev tools
 run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
 	$(PY) -m pilaf_exp $(ARGS)
 
-test: install  ## run the test suite (what CI runs)
-	$(PY) -m pytest -q
+test: install  ## the test suite without the slow end-to-end tests (~10 min on 2 cores); CI runs it, then test-slow
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, SLURM, the Table 3 sweep
+	$(PY) -m pytest -q -m slow
 
 test-fast: install  ## unit tests only (no end-to-end runs)
 	$(PY) -m pytest -q tests/test_dpo.py tests/test_oracle.py tests/test_generation.py tests/test_samplers.py

@@ -13,6 +13,8 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line naming the value and what is accepted."""
 
 
+PRECISIONS = ("32-true", "32", "bf16-true", "bf16-mixed", "16-mixed", "16-true", "64-true")
+
 # (dotted key, predicate, what is accepted). Keys absent from the composed config are skipped,
 # so a rule for one group's field (sampler.n) only applies when that group is chosen.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
@@ -54,6 +56,16 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.policy.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
     ("oracle.model.dtype", lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
     ("model.sft.demonstrations", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
+    ("model.sft.seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("model.policy.num_heads", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("model.policy.max_positions", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("oracle.model.hidden_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("oracle.model.num_layers", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
+    ("task.seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    ("task.num_train_prompts", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
+    ("trainer.accelerator", lambda v: v in ("cpu", "gpu", "cuda", "mps", "auto"), "cpu, gpu, cuda, mps or auto"),
+    ("trainer.precision", lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
+    ("trainer.log_every_n_steps", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("algo.micro_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
     ("model.generation.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.generation.max_kv_cache_gb", lambda v: _number(v) and v > 0, "a number > 0 or null"),
@@ -81,6 +93,10 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
     hidden, heads = OmegaConf.select(cfg, "model.policy.hidden_size"), OmegaConf.select(cfg, "model.policy.num_heads")
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
         found.append(f"model.policy.hidden_size={hidden} must be a multiple of model.policy.num_heads={heads}")
+    positions = OmegaConf.select(cfg, "model.policy.max_positions")
+    length = (OmegaConf.select(cfg, "task.prompt_length") or 0) + (OmegaConf.select(cfg, "task.response_length") or 0)
+    if task_is_embedded and isinstance(positions, int) and positions < length:
+        found.append(f"model.policy.max_positions={positions} is shorter than a prompt + response ({length} tokens)")
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
         found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")

@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import datasets
+import pytest
 
 
+@pytest.mark.slow
 def test_two_process_ddp_samples_different_prompts_and_agrees_on_weights(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     cmd = [

@@ -39,6 +39,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     env = {**subprocess_env, "WANDB_MODE": "online", "WANDB_API_KEY": "a" * 40, "WANDB_INIT_TIMEOUT": "5",

@@ -68,6 +68,7 @@ def uninterrupted(tmp_path_factory, sft_cache) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_kill_9_at_a_random_step_then_resume_gives_the_same_run(uninterrupted, tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     after = random.Random().randint(5, 21)  # micro-batches labelled before the kill (of 24)
@@ -79,6 +80,7 @@ def test_kill_9_at_a_random_step_then_resume_gives_the_same_run(uninterrupted, t
     same_result(uninterrupted, run_dir)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(uninterrupted, tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     assert interrupt(run_dir, subprocess_env, 11, signal.SIGTERM) == 0
@@ -93,6 +95,7 @@ def test_sigterm_saves_a_checkpoint_exits_cleanly_and_resumes(uninterrupted, tmp
     same_result(uninterrupted, run_dir)
 
 
+@pytest.mark.slow
 def test_a_truncated_latest_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     interrupt(run_dir, subprocess_env, 19, signal.SIGKILL)  # checkpoints at steps 4 and 8 exist
@@ -123,6 +126,7 @@ ITERATIVE = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_9_of_an_iterative_run_then_resume_gives_the_same_run(tmp_path, subprocess_env):
     """Three rounds of 4 sampling batches and 4 DPO steps; killed once a random number of sampling
     batches of rounds 2-3 are in the ledger (mid-collection or mid-training), then resumed."""
