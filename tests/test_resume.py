@@ -161,3 +161,39 @@ def test_kill_9_of_an_iterative_run_then_resume_gives_the_same_run(tmp_path, sub
             datasets.load_from_disk(str(whole / path)).to_dict()
             == datasets.load_from_disk(str(run_dir / path)).to_dict()
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["collecting", "training"])
+def test_kill_9_while_building_the_shared_first_round_then_resume(tmp_path, subprocess_env, phase):
+    """The paper protocol's round 1 (vanilla, cached for every sampler) is built inside the run
+    that first needs it; killed while labelling or training it, the run resumes it too."""
+    protocol = [o for o in ITERATIVE if not o.startswith("algo.vanilla_first_iteration")]
+
+    def cmd(run_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", *protocol]
+
+    def env(name: str) -> dict[str, str]:  # own caches, so both runs build round 1 themselves
+        return {**subprocess_env, "PILAF_CACHE_DIR": str(tmp_path / f"cache_{name}")}
+
+    done = subprocess.run(cmd(tmp_path / "whole"), env=env("whole"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(cmd(run_dir), env=env("run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def reached() -> bool:
+        if phase == "collecting":
+            return len(list((run_dir / "ledger").glob("*/step_*.pt"))) >= 2
+        return (run_dir / "checkpoints" / "step_00000003.ckpt").exists()
+
+    while not reached() and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None
+    process.kill()
+    process.communicate(timeout=120)
+    resumed = subprocess.run(cmd(run_dir), env=env("run"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert whole == again  # round1/checkpoint_sha256 included: the same round-1 model, byte for byte

@@ -49,13 +49,15 @@ class IterativeDPO:
 
     def fit(self, exp: Experiment) -> Fitted:
         record, policy, first = RunRecord(), exp.new_policy(), 1
-        if self.vanilla_first_iteration:
-            policy, record = self.first_iteration_from_cache(exp)
-            first = 2
         checkpointer = exp.checkpointer()
         if not exp.resume and checkpointer.saved():
             raise ConfigError(f"resume=never but {checkpointer.directory} holds checkpoints: choose another output_dir")
         resumed = checkpointer.latest() if exp.resume else None
+        if self.vanilla_first_iteration:
+            in_round_1 = resumed is not None and resumed[1]["pilaf"]["extra"]["iteration"] == 1
+            policy, record = self.first_iteration_from_cache(exp, checkpointer, resumed[1] if in_round_1 else None)
+            resumed = None if in_round_1 else resumed
+            first = 2
         if resumed is not None:  # mid-round: continue that round's training from its checkpoint
             path, checkpoint = resumed
             resume_policy_and_record(policy, record, checkpoint)
@@ -151,8 +153,9 @@ class IterativeDPO:
         trainer.fit(module, loader)
         record.step_offset += steps - done
 
-    def first_iteration_from_cache(self, exp: Experiment):
-        """Round 1 with vanilla sampling, shared by every sampler: load it, or run and cache it."""
+    def first_iteration_from_cache(self, exp: Experiment, checkpointer: Checkpointer, resume: dict | None = None):
+        """Round 1 with vanilla sampling, shared by every sampler: load it, or run and cache it
+        (from `resume`, a checkpoint taken while this run was building it, when given)."""
         settings = {k: v for k, v in asdict(self).items() if k not in ("iterations", "vanilla_first_iteration")}
         spec = {"stage": "iterative_dpo_round_1", "base": exp.base_spec(), "algo": settings, "seed": exp.seed}
         target = Path(exp.cfg.cache_dir) / "iteration_1" / cache_key(spec)
@@ -160,7 +163,9 @@ class IterativeDPO:
         stopwatch = None
         if not cached:
             policy, record = exp.new_policy(), RunRecord()
-            self.iterate(exp, policy, record, VanillaSampler(), 1)
+            if resume is not None:
+                resume_policy_and_record(policy, record, resume)
+            self.iterate(exp, policy, record, VanillaSampler(), 1, checkpointer, resume)
             stopwatch = record.stopwatch
             staging = target.with_name(f".staging-{target.name}-{id(record)}")
             policy.save_pretrained(staging / "policy")
