@@ -1,6 +1,7 @@
 """The annotation ledger: every labelled pair, stored durably before the gradient step that uses it.
 
-One file per (step, micro-batch) and rank holds the pairs, their labels, what they cost and the
+One file per (step, micro-batch) and rank (online DPO), or per (round, sampling batch) (iterative
+DPO), holds the pairs, their labels, what they cost and the
 sampling generator's state right after they were drawn. A resumed run replays the steps after
 its checkpoint from these files instead of sampling and querying the oracle again, so no pair is
 lost, re-queried or counted twice, and the run continues bit for bit as if never stopped.
