@@ -183,6 +183,8 @@ class OnlineDPOModule(DPOModule):
             if entry is None:
                 raise RuntimeError(f"cannot resume at step {resumed_at}: its ledger entry is missing")
             self.generator.set_state(entry["generator"])
+            # The checkpoint holds rank 0's counts; every rank recounts its own pairs from its ledger.
+            self.record.recount([e for e in self.ledger.entries() if e["step"] < resumed_at])
 
     def train_dataloader(self) -> DataLoader:
         return self.make_loader(self.global_rank, self.trainer.world_size)

@@ -113,6 +113,12 @@ class RunRecord:
         """Where the labelled pairs go in the run directory: one dataset per rank when several."""
         return "preferences" if self.world_size == 1 else f"preferences/rank_{self.rank}"
 
+    def recount(self, entries: list[dict[str, Any]]) -> None:
+        """Pair and pass counts from ledger entries (pilaf_exp.ledger): this rank's own account."""
+        self.pairs_labelled = sum(len(e["a_preferred"]) for e in entries)
+        self.generation_passes = sum(e["pairs"]["generation_passes"] for e in entries)
+        self.selection_passes = sum(e["pairs"]["selection_passes"] for e in entries)
+
     def cost_metrics(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
         """Annotations and passes per pair of the whole run (summed over ranks by `reduce`)."""
         totals = torch.tensor([self.pairs_labelled, self.generation_passes, self.selection_passes], dtype=torch.double)

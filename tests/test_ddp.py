@@ -4,8 +4,11 @@ identical policy weights; evaluation and annotation counts are summed over both 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import datasets
 import pytest
@@ -35,3 +38,40 @@ def test_two_process_ddp_samples_different_prompts_and_agrees_on_weights(tmp_pat
     assert summary["world_size"] == 2
     assert summary["annotations/total"] == 2 * 4 * 8 * 2  # both ranks' pairs
     assert summary["eval/kl"] > 1e-4  # the shared policy moved away from the reference
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path, subprocess_env):
+    """kill -9 of both ranks mid-run; the rerun resumes each rank from the shared checkpoint and
+    its own ledger, and ends with the uninterrupted run's summary and weights."""
+
+    def cmd(run_dir) -> list[str]:
+        return [
+            sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "trainer=ddp_cpu", "sampler=pilaf",
+            "algo.steps=6", "algo.batch_size=8", "algo.eval_every=2", "checkpoint.every_n_steps=2",
+            "eval.optimum_prompts=0", "logger=csv", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
+            "trainer.enable_progress_bar=false",
+        ]  # fmt: skip
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), env=subprocess_env, capture_output=True, text=True, timeout=900)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(cmd(run_dir), env=subprocess_env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    ledgers = [run_dir / "ledger" / f"rank_{r}" for r in (0, 1)]
+    while min(len(list(d.glob("step_*.pt"))) for d in ledgers) < 4 and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None
+    os.killpg(process.pid, signal.SIGKILL)  # both ranks at once
+    process.wait(timeout=60)
+    assert (run_dir / "checkpoints" / "step_00000002.ckpt").exists()
+
+    resumed = subprocess.run(cmd(run_dir), env=subprocess_env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "whole", run_dir)]
+    assert summaries[0] == summaries[1]
+    hashes = [
+        json.loads((d / "ranks" / "rank_1.json").read_text())["policy_sha256"] for d in (tmp_path / "whole", run_dir)
+    ]
+    assert hashes[0] == hashes[1]
