@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader
 from pilaf_exp.checkpointing import Checkpointer, rng_states
 from pilaf_exp.dpo import dpo_loss, sequence_logprob
 from pilaf_exp.generation import DecodeSpec
-from pilaf_exp.labelling import LabelledPairs, RunRecord, label
-from pilaf_exp.ledger import Ledger, ledger_entry
+from pilaf_exp.labelling import LabelledPairs, RunRecord
+from pilaf_exp.ledger import Ledger
 from pilaf_exp.metrics import Evaluator
 from pilaf_exp.oracle import RewardOracle
-from pilaf_exp.samplers import PairBatch, PairSampler
+from pilaf_exp.samplers import PairSampler
 
 
 class NonFiniteError(RuntimeError):
@@ -191,21 +191,12 @@ class OnlineDPOModule(DPOModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         prompt_ids, prompt_mask = batch
-        step, micro = self.run_step, batch_idx % self.trainer.accumulate_grad_batches
-        entry = self.ledger.read(step, micro) if self.ledger else None
-        if entry is not None:  # labelled before an interruption: reuse it, do not ask the oracle again
-            self.generator.set_state(entry["generator"])
-            pairs = PairBatch(**{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()})
-            return self.loss(self.record.add(step, pairs, entry["a_preferred"].to(self.device)))
-        with self.record.stopwatch("sampling"):
-            sampled = self.sampler.sample(
-                self.policy, self.reference, prompt_ids, prompt_mask, self.spec, self.generator
-            )
-        with self.record.stopwatch("labelling"):
-            a_preferred = label(self.oracle, self.labeler, sampled, self.generator)
-        if self.ledger:  # durable before the gradient step that uses it
-            self.ledger.write(step, micro, ledger_entry(step, sampled, a_preferred, self.generator))
-        return self.loss(self.record.add(step, sampled, a_preferred))
+        key = (self.run_step, batch_idx % self.trainer.accumulate_grad_batches)  # (step, micro-batch)
+        pairs = self.record.sample_and_label(
+            self.sampler, self.labeler, self.oracle, self.policy, self.reference,
+            prompt_ids, prompt_mask, self.spec, self.generator, self.run_step, self.ledger, key,
+        )  # fmt: skip
+        return self.loss(pairs)
 
 
 class DatasetDPOModule(DPOModule):

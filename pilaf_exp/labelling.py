@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pilaf_exp.data import PreferenceLog
+from pilaf_exp.ledger import Ledger, ledger_entry
 from pilaf_exp.oracle import RewardOracle
 from pilaf_exp.samplers import PairBatch
 from pilaf_exp.timing import Stopwatch
@@ -93,12 +94,25 @@ class RunRecord:
             for k in ("history", "pairs_labelled", "generation_passes", "selection_passes", "step_offset")
         }
 
-    def sample_and_label(self, sampler, labeler, oracle, policy, reference, prompts, masks, spec, generator, step):
-        """Sample one pair per prompt, label it, record it; return the labelled pairs."""
+    def sample_and_label(
+        self, sampler, labeler, oracle, policy, reference, prompts, masks, spec, generator, step,
+        ledger: Ledger | None = None, key: tuple[int, int] = (0, 0),
+    ) -> LabelledPairs:  # fmt: skip
+        """Sample one pair per prompt, label it, record it; return the labelled pairs. With a
+        ledger, a batch labelled before an interruption is taken from it (no sampling, no oracle
+        query, the generator restored); a new batch is written to it before it is returned, so
+        before any gradient step uses it."""
+        entry = ledger.read(*key) if ledger else None
+        if entry is not None:
+            generator.set_state(entry["generator"])
+            stored = {k: v.to(prompts.device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()}
+            return self.add(step, PairBatch(**stored), entry["a_preferred"].to(prompts.device))
         with self.stopwatch("sampling"):
             pairs = sampler.sample(policy, reference, prompts, masks, spec, generator)
         with self.stopwatch("labelling"):
             a_preferred = label(oracle, labeler, pairs, generator)
+        if ledger:
+            ledger.write(*key, ledger_entry(step, pairs, a_preferred, generator))
         return self.add(step, pairs, a_preferred)
 
     def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> LabelledPairs:

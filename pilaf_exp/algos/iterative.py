@@ -25,9 +25,9 @@ from pilaf_exp.checks import ConfigError
 from pilaf_exp.data import prompt_stream
 from pilaf_exp.dpo_module import DatasetDPOModule
 from pilaf_exp.durable import write_atomic
-from pilaf_exp.labelling import Fitted, LabelledPairs, RunRecord, label
-from pilaf_exp.ledger import Ledger, ledger_entry
-from pilaf_exp.samplers import PairBatch, PairSampler, VanillaSampler
+from pilaf_exp.labelling import Fitted, LabelledPairs, RunRecord
+from pilaf_exp.ledger import Ledger
+from pilaf_exp.samplers import PairSampler, VanillaSampler
 
 if TYPE_CHECKING:
     from pilaf_exp.experiment import Experiment
@@ -108,19 +108,22 @@ class IterativeDPO:
             prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
             batch = slice(0, min(remaining, len(prompt_ids)))
             remaining -= len(prompt_ids[batch])
-            entry = ledger.read(iteration, index) if ledger else None
-            if entry is not None:
-                generator.set_state(entry["generator"])
-                pairs = PairBatch(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()})
-                parts.append(record.add(record.step_offset, pairs, entry["a_preferred"].to(device)))
-                continue
-            with record.stopwatch("sampling"):
-                pairs = sampler.sample(policy, exp.reference, prompt_ids[batch], prompt_mask[batch], spec, generator)
-            with record.stopwatch("labelling"):
-                a_preferred = label(exp.oracle, exp.labeler, pairs, generator)
-            if ledger:
-                ledger.write(iteration, index, ledger_entry(record.step_offset, pairs, a_preferred, generator))
-            parts.append(record.add(record.step_offset, pairs, a_preferred))
+            parts.append(
+                record.sample_and_label(
+                    sampler,
+                    exp.labeler,
+                    exp.oracle,
+                    policy,
+                    exp.reference,
+                    prompt_ids[batch],
+                    prompt_mask[batch],
+                    spec,
+                    generator,
+                    record.step_offset,
+                    ledger,
+                    (iteration, index),
+                )  # fmt: skip
+            )
         record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
         return LabelledPairs.concat(parts).to("cpu")
 
