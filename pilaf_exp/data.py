@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 from pilaf_exp.generation import SOURCES
 from pilaf_exp.prompts import Prompts
 from pilaf_exp.samplers import PairBatch
+from pilaf_exp.text import strip_padding
 
 
 def prompt_stream(
@@ -37,11 +38,6 @@ def prompt_stream(
     return DataLoader(dataset, batch_size=micro_batch_size or batch_size, sampler=order.tolist())
 
 
-def _strip(tokens: Tensor, mask: Tensor) -> list[list[int]]:
-    """Drop padding: [B, L] -> B lists of real token ids."""
-    return [row[m.bool()].tolist() for row, m in zip(tokens, mask)]
-
-
 class PreferenceLog:
     """Every labelled pair of a run, in order: the prompt, both responses, their sources,
     both oracle scores and the label."""
@@ -57,9 +53,9 @@ class PreferenceLog:
     def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> None:
         cols = self.columns
         cols["step"] += [step] * len(pairs)
-        cols["prompt"] += _strip(pairs.prompt_ids, pairs.prompt_mask)
-        cols["response_a"] += _strip(pairs.response_a, pairs.mask_a)
-        cols["response_b"] += _strip(pairs.response_b, pairs.mask_b)
+        cols["prompt"] += strip_padding(pairs.prompt_ids, pairs.prompt_mask)
+        cols["response_a"] += strip_padding(pairs.response_a, pairs.mask_a)
+        cols["response_b"] += strip_padding(pairs.response_b, pairs.mask_b)
         cols["source_a"] += [SOURCES[s] for s in pairs.source_a.tolist()]
         cols["source_b"] += [SOURCES[s] for s in pairs.source_b.tolist()]
         cols["a_preferred"] += a_preferred.tolist()
