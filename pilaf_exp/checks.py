@@ -14,6 +14,8 @@ class ConfigError(ValueError):
 
 
 PRECISIONS = ("32-true", "32", "bf16-true", "bf16-mixed", "16-mixed", "16-true", "64-true")
+# How responses are decoded (generation.py): one operator sequence for both models, each alone, or HF forward.
+GENERATION_ENGINES = ("auto", "stacked", "separate", "transformers")
 
 # (dotted key, predicate, what is accepted). Keys absent from the composed config are skipped,
 # so a rule for one group's field (sampler.n) only applies when that group is chosen.
@@ -69,6 +71,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algo.micro_batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0 or null"),
     ("model.generation.batch_size", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.generation.max_kv_cache_gb", lambda v: _number(v) and v > 0, "a number > 0 or null"),
+    ("model.generation.engine", lambda v: v in GENERATION_ENGINES, ", ".join(GENERATION_ENGINES)),
     ("model.max_prompt_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.max_response_length", lambda v: isinstance(v, int) and v > 0, "an integer > 0"),
     ("model.sft.steps", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no SFT)"),

@@ -99,6 +99,7 @@ class Experiment:
             self.task.decode_spec(temperature),
             max_rows=generation.batch_size,
             max_kv_cache_gb=generation.get("max_kv_cache_gb"),
+            engine=generation.get("engine", "auto"),
         )
 
     def evaluator(self, spec: DecodeSpec, beta: float) -> Evaluator:

@@ -9,6 +9,12 @@ with the weights fixed by the row's *source*:
     minus     (1 - c, +c)      PILAF's pi_minus
 Each model keeps its own KV cache over just the rows whose weight for it is non-zero, so
 the reference is never run on pure-policy rows and neither model ever re-reads a prefix.
+
+Engines (`DecodeSpec.engine`): "stacked" runs both models as one operator sequence on the
+lean decoder (`stacked_decoder.py`; a model's rows are padded to the other's count), "separate"
+runs each model alone on its own rows with the lean decoder, "transformers" calls the models'
+own forward with a `DynamicCache`, and "auto" picks stacked for small models, separate for large
+ones, and transformers for architectures the lean decoder does not cover.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from pilaf_exp.checks import GENERATION_ENGINES as ENGINES
 from pilaf_exp.checks import ConfigError
+from pilaf_exp.stacked_decoder import StackedDecoder, architecture_key, unsupported_reason
 
 SOURCES: tuple[str, ...] = ("policy", "reference", "plus", "minus")
 POLICY, REFERENCE, PLUS, MINUS = range(len(SOURCES))
@@ -37,6 +45,7 @@ class DecodeSpec:
     pad_token_id: int = 0
     max_rows: int | None = None  # rows decoded at once (model.generation.batch_size); None = all
     max_kv_cache_gb: float | None = None  # refuse a chunk whose estimated KV cache exceeds this
+    engine: str = "auto"  # auto | stacked | separate | transformers (module docstring)
 
 
 class GenerationMemoryError(ConfigError):
@@ -48,7 +57,8 @@ class Decoded:
     tokens: Tensor  # [R, T] sampled response tokens, pad after EOS
     mask: Tensor  # [R, T] 1 on real response tokens (EOS included), 0 after it
     logprobs: Tensor  # [R, T] log-prob of each token under the distribution it was drawn from
-    positions: dict[str, int]  # token positions each model processed (prefill + decode)
+    positions: dict[str, int]  # token positions each model processed for rows that need it (prefill + decode)
+    padding_positions: int  # positions the stacked engine computed on padding rows on top of those
     prompt_width: int  # prompt columns actually decoded (after dropping all-padding columns)
 
 
@@ -87,35 +97,107 @@ def cache_argument(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-class _CachedRunner:
-    """One model decoding a fixed subset of the batch rows with its own KV cache."""
+class _TransformersRunner:
+    """One model decoding a fixed subset of the batch rows through its own forward and a DynamicCache."""
 
-    def __init__(self, model: nn.Module, rows: Tensor) -> None:
-        self.model = model
-        self.rows = rows  # [r] indices into the decode batch
+    def __init__(self, model: nn.Module, index: int, rows: Tensor, name: str) -> None:
+        self.model, self.index, self.rows = model, index, rows  # rows: [r] indices into the decode batch
         self.cache = DynamicCache()
-        self.positions = 0
+        self.positions = {name: 0}
+        self.padding_positions = 0
+        self.name = name
         self.cache_arg = cache_argument(model)
 
-    def next_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        """Feed this step's tokens ([R, s]) for our rows; return next-token logits [r, V]."""
-        ids = input_ids[self.rows]
+    def add_logits(self, logits: Tensor, weights: Tensor, input_ids: Tensor, attention: Tensor, positions: Tensor):
+        """Feed this step's tokens ([R, s]); add weight x next-token logits into logits [R, V]."""
         try:
             out = self.model(
-                input_ids=ids,
-                attention_mask=attention_mask[self.rows],
-                position_ids=position_ids[self.rows],
+                input_ids=input_ids[self.rows],
+                attention_mask=attention[self.rows],
+                position_ids=positions[self.rows],
                 use_cache=True,
                 logits_to_keep=1,
                 **{self.cache_arg: self.cache},
             )
         except torch.OutOfMemoryError as error:
-            raise GenerationMemoryError(
-                f"out of device memory decoding {len(self.rows)} rows at width {attention_mask.shape[1]}: "
-                "lower model.generation.batch_size or model.generation.max_kv_cache_gb"
-            ) from error
-        self.positions += ids.numel()
-        return out.logits[:, -1].float()
+            raise out_of_memory(len(self.rows), attention.shape[1]) from error
+        self.positions[self.name] += len(self.rows) * input_ids.shape[1]
+        logits[self.rows] += weights[self.rows, self.index, None] * out.logits[:, -1].float()
+
+
+class _StackedRunner:
+    """One or more models on the lean decoder; each model's row list is padded (by repeating its
+    first row, at weight 0) to the longest so they step as one [M, R] batch."""
+
+    def __init__(self, models: list[nn.Module], indices: list[int], rows: list[Tensor], names: list[str], width: int):
+        count = max(len(r) for r in rows)
+        self.valid = torch.stack([torch.arange(count, device=r.device) < len(r) for r in rows])  # [M, R]
+        padded = torch.stack([torch.cat([r, r[:1].expand(count - len(r))]) for r in rows])  # [M, R]
+        self.index = torch.tensor(indices, device=padded.device)[:, None]
+        self.decoder = StackedDecoder(models, padded, width)
+        self.names = names
+        self.positions = dict.fromkeys(names, 0)
+        self.padding_positions = 0  # computed on padding rows, on top of `positions`
+
+    def add_logits(self, logits: Tensor, weights: Tensor, input_ids: Tensor, attention: Tensor, positions: Tensor):
+        try:
+            h = self.decoder.next_logits(input_ids, attention, positions)  # [M, R, V]
+        except torch.OutOfMemoryError as error:
+            raise out_of_memory(self.decoder.rows.numel(), attention.shape[1]) from error
+        rows, steps = self.decoder.rows, input_ids.shape[1]
+        for name, real in zip(self.names, self.valid.sum(1).tolist()):
+            self.positions[name] += real * steps
+        self.padding_positions += int((~self.valid).sum()) * steps
+        scale = weights[rows, self.index] * self.valid  # [M, R]; padding rows add nothing
+        logits.index_add_(0, self.decoder.flat_rows, (scale[..., None] * h).flatten(0, 1))
+
+
+def out_of_memory(rows: int, width: int) -> GenerationMemoryError:
+    return GenerationMemoryError(
+        f"out of device memory decoding {rows} rows at width {width}: "
+        "lower model.generation.batch_size or model.generation.max_kv_cache_gb"
+    )
+
+
+# "auto" stacks the two models when each has at most this many parameters: below it a decode step
+# is bound by per-operator overhead, so padding a model's rows costs less than a second operator
+# sequence (measured with `make bench`, BENCHMARKS.md).
+STACK_MAX_PARAMETERS = 20_000_000
+
+
+def choose_engine(models: list[nn.Module], requested: str) -> str:
+    if requested not in ENGINES:
+        raise ConfigError(f"generation engine {requested!r} is not one of {', '.join(ENGINES)}")
+    lean = all(unsupported_reason(m) is None for m in models)
+    if requested == "auto":
+        if not lean:
+            return "transformers"
+        small = all(sum(p.numel() for p in m.parameters()) <= STACK_MAX_PARAMETERS for m in models)
+        same = len({architecture_key(m) for m in models}) == 1
+        return "stacked" if small and same else "separate"
+    if requested in ("stacked", "separate") and not lean:
+        reasons = {unsupported_reason(m) for m in models} - {None}
+        raise ConfigError(f"generation engine {requested!r} does not support {', '.join(sorted(reasons))}")
+    if requested == "stacked" and len({architecture_key(m) for m in models}) > 1:
+        raise ConfigError("generation engine 'stacked' needs the policy and reference to share one architecture")
+    return requested
+
+
+def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width: int, engine: str) -> list:
+    """Runners for the models with any non-zero weight: [R, 2] weights on (policy, reference)."""
+    used = [
+        (k, model, name, torch.nonzero(weights[:, k] != 0).squeeze(-1))
+        for k, (model, name) in enumerate(((policy, "policy"), (reference, "reference")))
+    ]
+    used = [u for u in used if u[3].numel()]
+    engine = choose_engine([u[1] for u in used], engine)
+    if engine == "transformers":
+        return [_TransformersRunner(model, k, rows, name) for k, model, name, rows in used]
+    groups = [used] if engine == "stacked" else [[u] for u in used]
+    return [
+        _StackedRunner([u[1] for u in g], [u[0] for u in g], [u[3] for u in g], [u[2] for u in g], width)
+        for g in groups
+    ]
 
 
 def check_same_vocabulary(policy: nn.Module, reference: nn.Module) -> int:
@@ -176,6 +258,7 @@ def decode(
         mask=cat("mask", 0),
         logprobs=cat("logprobs", 0),
         positions={k: sum(p.positions[k] for p in parts) for k in parts[0].positions},
+        padding_positions=sum(p.padding_positions for p in parts),
         prompt_width=prompt_ids.shape[1],
     )
 
@@ -184,24 +267,22 @@ def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, gen
     vocab = policy.config.vocab_size
     device = prompt_ids.device
     weights = mixture_weights(sources, coef)  # [R, 2]
-    runners = [
-        _CachedRunner(model, torch.nonzero(weights[:, k] != 0).squeeze(-1))
-        for k, model in enumerate((policy, reference))
-    ]
     positions = prompt_ids.shape[1] + spec.max_new_tokens
-    check_kv_budget([(r.model, len(r.rows)) for r in runners], positions, spec)
-    rows = prompt_ids.shape[0]
-    attention = prompt_mask.long()
+    need = [(model, int((weights[:, k] != 0).sum())) for k, model in enumerate((policy, reference))]
+    check_kv_budget([(model, rows) for model, rows in need if rows], positions, spec)
+    runners = make_runners(policy, reference, weights, positions, spec.engine)
+    rows, width = prompt_ids.shape
+    # Columns of the attention mask for every position decoded, allocated once: [R, P + T].
+    full_attention = F.pad(prompt_mask.long(), (0, spec.max_new_tokens), value=1)
+    attention = full_attention[:, :width]
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
     step_ids = prompt_ids
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, masks, logprobs = [], [], []
     for _ in range(spec.max_new_tokens):
         logits = torch.zeros(rows, vocab, device=device)
-        for k, runner in enumerate(runners):
-            if runner.rows.numel():
-                h = runner.next_logits(step_ids, attention, position_ids)
-                logits[runner.rows] += weights[runner.rows, k, None] * h
+        for runner in runners:
+            runner.add_logits(logits, weights, step_ids, attention, position_ids)
         logp = torch.log_softmax(logits / spec.temperature, dim=-1)  # [R, V]
         token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         alive = ~finished
@@ -214,12 +295,14 @@ def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, gen
             if finished.all():
                 break
         step_ids = token[:, None]
-        attention = torch.cat([attention, torch.ones(rows, 1, dtype=torch.long, device=device)], dim=-1)
+        width += 1
+        attention = full_attention[:, :width]
         position_ids = position_ids[:, -1:] + 1
     return Decoded(
         tokens=torch.stack(tokens, dim=1),
         mask=torch.stack(masks, dim=1),
         logprobs=torch.stack(logprobs, dim=1),
-        positions={"policy": runners[0].positions, "reference": runners[1].positions},
+        positions={name: sum(r.positions.get(name, 0) for r in runners) for name in ("policy", "reference")},
+        padding_positions=sum(r.padding_positions for r in runners),
         prompt_width=prompt_ids.shape[1],
     )

@@ -5,7 +5,8 @@
 Finds every run (a directory holding summary.json) below the directory and writes, per
 experiment (a sweep's `experiment_name`, else the algorithm): a table of reward, KL and J as
 mean ± std over seeds, best in bold and second underlined (Markdown, LaTeX, CSV); reward against
-KL at every evaluation (PNG, PDF); and J against the number of annotations (PNG, PDF).
+KL at every evaluation (PNG, PDF); J against the number of annotations (PNG, PDF); and the
+annotations each sampler needs to reach vanilla's final J (Markdown, CSV; pilaf_exp.report_efficiency).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pilaf_exp.report_efficiency import annotation_efficiency, caption, efficiency_cells
 from pilaf_exp.report_plots import plot_j_vs_annotations, plot_reward_kl
 
 SAMPLER_ORDER = ["vanilla", "best_of_n", "hybrid", "pilaf"]
@@ -35,7 +37,12 @@ def load_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         history_file = path.parent / "eval_history.csv"
         if history_file.exists():
             history = pd.read_csv(history_file)
-            histories.append(history.assign(group=summary["group"], sampler=summary["sampler"], seed=summary["seed"]))
+            # run_dir keeps two runs of one sampler and seed (a re-run in the same tree) apart.
+            histories.append(
+                history.assign(
+                    group=summary["group"], sampler=summary["sampler"], seed=summary["seed"], run_dir=summary["run_dir"]
+                )
+            )
     runs = pd.DataFrame(summaries)
     return runs, pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
 
@@ -122,7 +129,20 @@ def write_report(root: Path, out: Path) -> list[Path]:
             group_history = histories[histories["group"] == group]
             written += plot_reward_kl(group_history, out / f"{group}_reward_kl", title=str(group))
             written += plot_j_vs_annotations(group_history, out / f"{group}_J_vs_annotations", title=str(group))
+            written += write_efficiency(group_history, out / f"{group}_efficiency", str(group))
     return written
+
+
+def write_efficiency(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:
+    """Annotations to reach vanilla's final J, per sampler (nothing without vanilla runs)."""
+    efficiency = annotation_efficiency(history)
+    if efficiency is None:
+        return []
+    efficiency.summary.sort_index(key=sampler_sort_key).to_csv(stem.with_suffix(".csv"))
+    md = caption(efficiency) + markdown(efficiency_cells(efficiency).sort_index(key=sampler_sort_key))
+    stem.with_suffix(".md").write_text(md)
+    print(f"## {group}: annotations to reach vanilla's final J\n\n{md}")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 
 def main(argv: list[str] | None = None) -> None:

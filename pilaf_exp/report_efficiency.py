@@ -1,0 +1,127 @@
+"""Annotation efficiency: how many annotations each sampler needs to reach vanilla's final J.
+
+The target is vanilla's final J (its last evaluation), mean over vanilla's seeds. For every run,
+"annotations to reach" is the number of annotations at which J first reaches the target,
+linearly interpolated between the two evaluations that bracket the first crossing (evaluations
+are spaced, so the first evaluation at or above the target over-counts by up to one evaluation
+interval). A run whose J never reaches the target is "not reached" (NaN). Per sampler: mean and
+std over the seeds that reached it, how many did, and the ratio to vanilla's mean.
+
+The x axis is the J-vs-annotations plot's: `annotations/total`, responses labelled (2 per pair);
+ratios are the same counted in pairs. Online DPO labels a batch every step, so counts grow
+evenly between evaluations; iterative DPO labels a round at once, so a crossing interpolated
+between two rounds' evaluations falls between their budgets. The mean is over the seeds that
+reached the target only, so read it with 'reached': a sampler that rarely gets there looks cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# The x axis of the J-vs-annotations plot: responses shown to the oracle, 2 per labelled pair.
+ANNOTATIONS = "annotations/total"
+J = "eval/J"
+BASELINE = "vanilla"
+# Relative slack on the target: the mean of equal floats can exceed them by an ulp (three seeds
+# all ending at J = 0.1 average to 0.1 + 1e-17), and vanilla's best seed must still reach it.
+TOLERANCE = 1e-12
+
+
+@dataclass
+class Efficiency:
+    baseline: str
+    target: float  # vanilla's final J, mean over its seeds
+    per_seed: pd.DataFrame  # one row per run: sampler, seed, final J, budget, annotations (NaN = not reached)
+    summary: pd.DataFrame  # one row per sampler (index)
+
+
+def annotations_to_reach(run: pd.DataFrame, target: float) -> float:
+    """Annotations at which this run's J first reaches `target`, interpolated linearly between the
+    last evaluation below it and the first at or above it; NaN if it never does. The first
+    crossing counts even if J falls back below the target later (the budget it took to get there)."""
+    rows = run.dropna(subset=[J, ANNOTATIONS]).sort_values("step")
+    j, annotations = rows[J].to_numpy(float), rows[ANNOTATIONS].to_numpy(float)
+    hits = np.flatnonzero(j >= target - TOLERANCE * max(1.0, abs(target)))
+    if hits.size == 0:
+        return float("nan")
+    i = hits[0]
+    if i == 0:  # already there at the first evaluation: nothing to interpolate from
+        return float(annotations[0])
+    # j[i-1] < target <= j[i] (up to the tolerance), so the fraction is in [0, 1]; clip for the slack.
+    fraction = min(1.0, (target - j[i - 1]) / (j[i] - j[i - 1]))
+    return float(annotations[i - 1] + fraction * (annotations[i] - annotations[i - 1]))
+
+
+def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Efficiency | None:
+    """From one experiment group's evaluation histories (`report.load_runs`): the annotations each
+    run needs to reach the baseline's final J, and per sampler their mean ± std over the seeds that
+    reached it, 'reached' of 'seeds', and the ratio to the baseline's mean ('ratio'; 'saved %' = 100 (1 -
+    ratio)). The baseline's own seeds are treated like any other: those whose J never reaches the
+    mean of the baseline's final J are not reached (the best one always is). None when the group
+    has no baseline runs or no annotation counts."""
+    if history.empty or ANNOTATIONS not in history or baseline not in set(history["sampler"]):
+        return None
+    # A run is one directory: two runs with the same sampler and seed are two runs, not one merged history.
+    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
+    runs = [(dict(zip(keys, key)), rows.sort_values("step")) for key, rows in history.groupby(keys, sort=True)]
+    target = float(np.mean([rows[J].iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
+    per_seed = pd.DataFrame(
+        [
+            {
+                "sampler": key["sampler"],
+                "seed": key["seed"],
+                "final J": float(rows[J].iloc[-1]),
+                "budget": float(rows[ANNOTATIONS].iloc[-1]),
+                "annotations": annotations_to_reach(rows, target),
+            }
+            for key, rows in runs
+        ]
+    )
+    grouped = per_seed.groupby("sampler")
+    summary = pd.DataFrame(
+        {
+            "annotations mean": grouped["annotations"].mean(),  # NaN (not reached) skipped
+            "annotations std": grouped["annotations"].std(),  # NaN with fewer than 2 reached
+            "reached": grouped["annotations"].count(),
+            "seeds": grouped.size(),
+            "budget": grouped["budget"].mean(),
+        }
+    )
+    summary["ratio"] = summary["annotations mean"] / summary.loc[baseline, "annotations mean"]
+    summary["saved %"] = 100 * (1 - summary["ratio"])
+    summary["target J"] = target
+    return Efficiency(baseline=baseline, target=target, per_seed=per_seed, summary=summary)
+
+
+def count(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:,.0f}"
+
+
+def efficiency_cells(efficiency: Efficiency) -> pd.DataFrame:
+    """Display strings per sampler, including every seed's count (— = not reached) for the spread."""
+    summary, cells = efficiency.summary, pd.DataFrame(index=efficiency.summary.index)
+    mean, std = summary["annotations mean"], summary["annotations std"]
+    cells["annotations to reach"] = [count(m) + ("" if pd.isna(s) else f" ± {s:,.0f}") for m, s in zip(mean, std)]
+    cells["reached"] = [f"{r}/{n}" for r, n in zip(summary["reached"], summary["seeds"])]
+    cells[f"vs {efficiency.baseline}"] = summary["ratio"].map(lambda r: "—" if pd.isna(r) else f"{r:.2f}x")
+    cells["saved %"] = summary["saved %"].map(lambda s: "—" if pd.isna(s) else f"{s:.1f}")
+    cells["budget"] = summary["budget"].map(count)
+    per_seed = efficiency.per_seed.sort_values("seed").groupby("sampler")
+    cells["per seed"] = [
+        " · ".join(f"s{seed} {count(a)}" for seed, a in zip(rows["seed"], rows["annotations"]))
+        for rows in map(per_seed.get_group, summary.index)
+    ]
+    return cells
+
+
+def caption(efficiency: Efficiency) -> str:
+    seeds = efficiency.summary.loc[efficiency.baseline, "seeds"]
+    return (
+        f"Target: {efficiency.baseline}'s final J, mean over its {seeds} seeds = {efficiency.target:.3f}. "
+        "Annotations (responses labelled, 2 per pair) at which J first reaches it, linearly interpolated between "
+        "evaluations; mean ± std over the seeds that reached it (— = never reached); budget = annotations of the "
+        "whole run.\n\n"
+    )
