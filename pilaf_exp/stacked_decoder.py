@@ -115,7 +115,8 @@ class StackedDecoder:
         self.head = _stack([m.lm_head.weight for m in models])  # [M, V, H]
         self.head_bias = _stack([m.lm_head.bias for m in models])
         # Row r of model m reads embedding row m*V + token.
-        self.vocab_offset = (torch.arange(self.models, device=rows.device) * self.vocab).repeat_interleave(rows.shape[1])
+        offsets = torch.arange(self.models, device=rows.device) * self.vocab
+        self.vocab_offset = offsets.repeat_interleave(rows.shape[1])  # [M*R]
         weight = self.embed
         shape = (rows.numel(), self.kv_heads, max_positions, self.head_dim)
         self.keys = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]

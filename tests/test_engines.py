@@ -82,11 +82,11 @@ def test_engines_draw_the_same_tokens_from_one_generator():
     policy, reference = ARCHITECTURES["llama"](0), ARCHITECTURES["llama"](1)
     prompts = torch.randint(0, VOCAB, (32, 4), generator=torch.Generator().manual_seed(0))
     sources = torch.tensor([POLICY, PLUS, MINUS, REFERENCE]).repeat(8)
-    outs = [
-        decode(policy, reference, prompts, torch.ones_like(prompts), sources, DecodeSpec(6, engine=engine),
-               torch.Generator().manual_seed(1), coef=0.2)  # fmt: skip
-        for engine in ENGINES
-    ]
+    ones = torch.ones_like(prompts)
+    draw = lambda engine: decode(  # noqa: E731
+        policy, reference, prompts, ones, sources, DecodeSpec(6, engine=engine), torch.Generator().manual_seed(1), 0.2
+    )
+    outs = [draw(engine) for engine in ENGINES]
     for out in outs[1:]:
         assert torch.equal(out.tokens, outs[0].tokens)
         assert out.positions == outs[0].positions  # logical cost is the engine's business, not the count's
