@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install run test test-slow test-fast lint format bench bench-decode clean
+.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its dev tools
+
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+install-bench: $(BENCH_STAMP)  ## also install the benchmark's peers (TRL 1.9.x)
 
 run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
 	$(PY) -m pilaf_exp $(ARGS)
@@ -40,8 +47,14 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## sampler timing benchmark (writes results to stdout; see BENCHMARKS.md)
+bench: install-bench  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~40 min; BENCHMARKS.md)
 	$(PY) -m pilaf_exp.bench $(ARGS)
+
+bench-quick: install-bench  ## a ~2 min smoke run of `make bench` (CI runs it; its numbers are not the reported ones)
+	$(PY) -m pilaf_exp.bench --quick
+
+bench-samplers: install  ## only the sampler table (no TRL needed); extra args: make bench-samplers ARGS="--profile"
+	$(PY) -m pilaf_exp.bench_samplers $(ARGS)
 
 bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, random weights (~20 min on 2 cores)
 	$(PY) -m pilaf_exp.bench_decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)

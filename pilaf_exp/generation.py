@@ -129,12 +129,14 @@ class _StackedRunner:
     """One or more models on the lean decoder; each model's row list is padded (by repeating its
     first row, at weight 0) to the longest so they step as one [M, R] batch."""
 
-    def __init__(self, models: list[nn.Module], indices: list[int], rows: list[Tensor], names: list[str], width: int):
+    def __init__(
+        self, models: list[nn.Module], indices: list[int], rows: list[Tensor], names: list[str], width: int, fuse: bool
+    ) -> None:
         count = max(len(r) for r in rows)
         self.valid = torch.stack([torch.arange(count, device=r.device) < len(r) for r in rows])  # [M, R]
         padded = torch.stack([torch.cat([r, r[:1].expand(count - len(r))]) for r in rows])  # [M, R]
         self.index = torch.tensor(indices, device=padded.device)[:, None]
-        self.decoder = StackedDecoder(models, padded, width)
+        self.decoder = StackedDecoder(models, padded, width, fuse=fuse)
         self.names = names
         self.positions = dict.fromkeys(names, 0)
         self.padding_positions = 0  # computed on padding rows, on top of `positions`
@@ -193,9 +195,10 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
     engine = choose_engine([u[1] for u in used], engine)
     if engine == "transformers":
         return [_TransformersRunner(model, k, rows, name) for k, model, name, rows in used]
-    groups = [used] if engine == "stacked" else [[u] for u in used]
+    stacked = engine == "stacked"  # small models: also fuse q/k/v and gate/up into one matmul each
+    groups = [used] if stacked else [[u] for u in used]
     return [
-        _StackedRunner([u[1] for u in g], [u[0] for u in g], [u[3] for u in g], [u[2] for u in g], width)
+        _StackedRunner([u[1] for u in g], [u[0] for u in g], [u[3] for u in g], [u[2] for u in g], width, stacked)
         for g in groups
     ]
 

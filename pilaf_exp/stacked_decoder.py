@@ -72,19 +72,28 @@ def _stack(tensors: Sequence[Tensor | None]) -> Tensor | None:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
 
 
+def _fuse(pairs: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
+    """Concatenate (weight [M, out_i, in], bias) pairs along out, so one matmul computes them all."""
+    weight = torch.cat([w for w, _ in pairs], dim=1)
+    if all(b is None for _, b in pairs):
+        return weight, None
+    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[:2]) for w, b in pairs], dim=1)
+
+
 class _Layer:
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
-        attn = [layer.self_attn for layer in layers]
-        mlp = [layer.mlp for layer in layers]
-        pick = lambda modules, name: _stack([getattr(m, name) for m in modules])  # noqa: E731
-        self.q, self.k, self.v, self.o = (
-            (pick([getattr(a, p) for a in attn], "weight"), pick([getattr(a, p) for a in attn], "bias"))
-            for p in ("q_proj", "k_proj", "v_proj", "o_proj")
-        )
-        self.gate, self.up, self.down = (
-            (pick([getattr(m, p) for m in mlp], "weight"), pick([getattr(m, p) for m in mlp], "bias"))
-            for p in ("gate_proj", "up_proj", "down_proj")
-        )
+    """One decoder layer's weights, stacked over the M models: (weight [M, out, in], bias [M, out] | None)."""
+
+    def __init__(self, layers: Sequence[nn.Module], fuse: bool) -> None:
+        def linear(modules: list[nn.Module], name: str) -> tuple[Tensor, Tensor | None]:
+            projections = [getattr(m, name) for m in modules]
+            return _stack([p.weight for p in projections]), _stack([p.bias for p in projections])
+
+        attn, mlp = [layer.self_attn for layer in layers], [layer.mlp for layer in layers]
+        self.q, self.k, self.v, self.o = (linear(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        self.gate, self.up, self.down = (linear(mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))
+        # Fused projections: a copy of the weights, worth it where per-operator overhead dominates.
+        self.qkv = _fuse([self.q, self.k, self.v]) if fuse else None
+        self.gate_up = _fuse([self.gate, self.up]) if fuse else None
         self.input_norm = _stack([layer.input_layernorm.weight for layer in layers])  # [M, H]
         self.post_norm = _stack([layer.post_attention_layernorm.weight for layer in layers])
 
@@ -96,7 +105,7 @@ class StackedDecoder:
     row list by repeating a row when the models have different numbers of rows.
     """
 
-    def __init__(self, models: Sequence[nn.Module], rows: Tensor, max_positions: int) -> None:
+    def __init__(self, models: Sequence[nn.Module], rows: Tensor, max_positions: int, fuse: bool = False) -> None:
         base = models[0]
         config = base.config
         self.models, self.rows = len(models), rows
@@ -109,7 +118,7 @@ class StackedDecoder:
         self.act = ACT2FN[config.hidden_act]
         self.rotary = base.model.rotary_emb
         self.vocab = config.vocab_size
-        self.layers = [_Layer(layers) for layers in zip(*(m.model.layers for m in models))]
+        self.layers = [_Layer(layers, fuse) for layers in zip(*(m.model.layers for m in models))]
         self.embed = _stack([m.model.embed_tokens.weight for m in models])  # [M, V, H]
         self.norm = _stack([m.model.norm.weight for m in models])
         self.head = _stack([m.lm_head.weight for m in models])  # [M, V, H]
@@ -130,6 +139,13 @@ class StackedDecoder:
             return F.linear(x[0], weight[0], None if bias is None else bias[0]).unsqueeze(0)
         out = torch.bmm(x, weight.transpose(1, 2))
         return out if bias is None else out + bias[:, None]
+
+    def _attention_inputs(self, h: Tensor, layer: _Layer) -> tuple[Tensor, Tensor, Tensor]:
+        """q [M, N, heads*d], k and v [M, N, kv_heads*d]."""
+        if layer.qkv is None:
+            return self._linear(h, layer.q), self._linear(h, layer.k), self._linear(h, layer.v)
+        kv = self.kv_heads * self.head_dim
+        return self._linear(h, layer.qkv).split([self.heads * self.head_dim, kv, kv], dim=-1)
 
     def _rms_norm(self, x: Tensor, weight: Tensor) -> Tensor:
         # As transformers' LlamaRMSNorm: normalise in fp32, scale in the model's dtype.
@@ -165,10 +181,10 @@ class StackedDecoder:
         x = x.reshape(m, rows * s, -1)  # [M, R*s, H]
         for layer, keys, values in zip(self.layers, self.keys, self.values):
             h = self._rms_norm(x, layer.input_norm)
-            q = self._linear(h, layer.q).view(m * rows, s, self.heads, self.head_dim).transpose(1, 2)
-            k = self._linear(h, layer.k).view(m * rows, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            keys[:, :, start:end] = self._rotate(k, cos, sin)
-            values[:, :, start:end] = self._linear(h, layer.v).view(m * rows, s, self.kv_heads, -1).transpose(1, 2)
+            q, k, v = self._attention_inputs(h, layer)
+            q = q.view(m * rows, s, self.heads, self.head_dim).transpose(1, 2)
+            keys[:, :, start:end] = self._rotate(k.view(m * rows, s, self.kv_heads, -1).transpose(1, 2), cos, sin)
+            values[:, :, start:end] = v.view(m * rows, s, self.kv_heads, -1).transpose(1, 2)
             attended = F.scaled_dot_product_attention(
                 self._rotate(q, cos, sin),
                 keys[:, :, :end],
@@ -179,7 +195,11 @@ class StackedDecoder:
             )  # [M*R, heads, s, d]
             x = x + self._linear(attended.transpose(1, 2).reshape(m, rows * s, -1), layer.o)
             h = self._rms_norm(x, layer.post_norm)
-            x = x + self._linear(self.act(self._linear(h, layer.gate)) * self._linear(h, layer.up), layer.down)
+            if layer.gate_up is not None:
+                gate, up = self._linear(h, layer.gate_up).chunk(2, dim=-1)
+            else:
+                gate, up = self._linear(h, layer.gate), self._linear(h, layer.up)
+            x = x + self._linear(self.act(gate) * up, layer.down)
         self.length = end
         last = self._rms_norm(x.view(m, rows, s, -1)[:, :, -1], self.norm)  # [M, R, H]
         return self._linear(last, (self.head, self.head_bias)).float()
