@@ -19,7 +19,7 @@ There is no EOS, so every response is exactly `new_tokens` long. Methods:
     trl-exact    the same with GenerationConfig(use_cache=False): exact, but re-reads the whole
                  prefix with both models at every token (quadratic in the response length).
 
-Per response length: one discarded warm-up call per method, then `repeats` timed rounds with the
+One discarded warm-up call per method (at the shortest length), then per length `repeats` timed rounds with the
 methods interleaved round-robin (start rotated every round) so machine noise hits them alike.
 Exactness: after each call (untimed), both models are run once (plain forward, use_cache=False) over
 prompt + response; the exact mixture log-prob of every sampled token is compared with the log-prob
@@ -179,11 +179,12 @@ def check_call(setup: Setup, name: str, length: int, tokens: Tensor, logprobs: T
     result.mean_gap = (result.mean_gap * calls + float(gap.mean())) / (calls + 1)
 
 
-def measure(setup: Setup, samplers: dict[str, Sampler], length: int, repeats: int) -> dict[str, Result]:
-    """Warm-up plus `repeats` interleaved timed rounds of every method at one response length."""
+def measure(setup: Setup, samplers: dict[str, Sampler], length: int, repeats: int, warm_up: bool) -> dict[str, Result]:
+    """`repeats` interleaved timed rounds of every method at one response length, after a discarded
+    warm-up round if `warm_up` (the first length only: a second one would add minutes of TRL's exact path)."""
     results = {name: Result() for name in samplers}
     names = list(samplers)
-    for repeat in range(repeats + 1):  # repeat 0 warms up and is discarded
+    for repeat in range(0 if warm_up else 1, repeats + 1):  # repeat 0 warms up and is discarded
         for i in range(len(names)):
             name = names[(i + repeat) % len(names)]  # rotate who goes first
             start = time.perf_counter()
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     for length in lengths:
         skip_exact = args.trl_exact_max_tokens is not None and length > args.trl_exact_max_tokens
         active = {name: fn for name, fn in samplers.items() if not (skip_exact and name == "trl-exact")}
-        results[length] = measure(setup, active, length, args.repeats)
+        results[length] = measure(setup, active, length, args.repeats, warm_up=length == lengths[0])
         if skip_exact:
             results[length]["trl-exact"] = Result(skipped=True)
 

@@ -61,6 +61,7 @@ class DPOModule(L.LightningModule):
         return self
 
     checkpointer: Checkpointer | None = None  # set by the algorithm to checkpoint this run
+    ledger: Ledger | None = None  # online DPO's annotation ledger (set at fit start)
     resume_optimizer: dict | None = None  # optimizer state of the checkpoint being resumed
     extra_state: dict[str, Any] = {}  # what the algorithm needs back on resume (iterative: the round)
 
@@ -133,10 +134,15 @@ class DPOModule(L.LightningModule):
             self.step_record = copy.deepcopy(self.record.state())
             # After the evaluation, so a resumed run has this step's evaluation in its history.
             if self.checkpointer and self.checkpointer.due(self.run_step):
-                self.checkpointer.save(self.trainer, self.run_step)
+                self.save_checkpoint()
         # Signalled (SIGTERM / SIGUSR1): Lightning stops after this batch; save where the run stands.
         if self.checkpointer and self.trainer.received_sigterm and not self.checkpointer.has(self.run_step):
-            self.checkpointer.save(self.trainer, self.run_step)
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        if self.ledger:  # a checkpoint must never be ahead of the ledger entries it resumes from
+            self.ledger.flush()
+        self.checkpointer.save(self.trainer, self.run_step)
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")

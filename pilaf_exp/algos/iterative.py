@@ -124,6 +124,8 @@ class IterativeDPO:
                     (iteration, index),
                 )  # fmt: skip
             )
+        if ledger:
+            ledger.flush()
         record.flush_preferences(exp.output_dir / "preferences" / f"iteration_{iteration}")
         return LabelledPairs.concat(parts).to("cpu")
 
