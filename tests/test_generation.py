@@ -160,3 +160,17 @@ def test_a_policy_in_training_with_gradient_checkpointing_decodes_as_in_eval(mod
     ]
     assert torch.equal(outs[0].tokens, outs[1].tokens)
     assert torch.allclose(outs[0].logprobs, outs[1].logprobs, atol=1e-6)
+
+
+def test_inverse_cdf_sampling_follows_the_distribution_and_never_draws_impossible_tokens():
+    from pilaf_exp.generation import sample_from
+
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    rows = 40_000
+    logp = probs.log().expand(rows, -1)  # log 0 = -inf: impossible tokens
+    tokens = sample_from(logp, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=len(probs)).double()
+    assert counts[probs == 0].sum() == 0
+    expected = rows * probs.double()
+    sigma = (rows * probs.double() * (1 - probs.double())).sqrt()
+    assert ((counts - expected).abs() <= 4 * sigma + 1e-9).all(), counts
