@@ -50,7 +50,7 @@ def setup(args: argparse.Namespace):
 
 
 def time_samplers(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """(engine, sampler) -> seconds per pair, passes per pair, padding passes per pair, per repeat."""
+    """(engine, sampler) -> seconds per pair and forward passes per pair, per repeat."""
     policy, reference, prompts, mask = setup(args)
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     for repeat in range(args.repeats + 1):  # repeat 0 warms up and is discarded
@@ -62,10 +62,9 @@ def time_samplers(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, l
                 pairs = sampler.sample(policy, reference, prompts, mask, spec, generator)
                 elapsed = time.perf_counter() - start
                 if repeat:
-                    row = results.setdefault((engine, sampler.name), {"s": [], "passes": [], "padding": []})
+                    row = results.setdefault((engine, sampler.name), {"s": [], "passes": []})
                     row["s"].append(elapsed / args.batch)
                     row["passes"].append((pairs.generation_passes + pairs.selection_passes) / args.batch)
-                    row["padding"].append(pairs.padding_passes / args.batch)
     return results
 
 
@@ -75,7 +74,7 @@ def print_table(args: argparse.Namespace, results: dict) -> None:
         f"{args.layers} layers, vocab {args.vocab}, {torch.get_num_threads()} threads, {args.repeats} repeats"
     )
     print(
-        f"{'engine':<13} {'sampler':<10} {'ms/pair median (min-max)':>27} {'passes/pair':>11} {'+padding':>9} "
+        f"{'engine':<13} {'sampler':<10} {'ms/pair median (min-max)':>27} {'passes/pair':>11} "
         f"{'vs vanilla':>11} {'vs transformers':>16}"
     )
     for (engine, name), row in results.items():
@@ -86,7 +85,7 @@ def print_table(args: argparse.Namespace, results: dict) -> None:
         spread = f"{1e3 * median:.3f} ({1e3 * min(row['s']):.3f}-{1e3 * max(row['s']):.3f})"
         print(
             f"{engine:<13} {name:<10} {spread:>27} {statistics.mean(row['passes']):>11.2f} "
-            f"{statistics.mean(row['padding']):>9.2f} {median / vanilla:>10.2f}x {speedup:>16}"
+            f"{median / vanilla:>10.2f}x {speedup:>16}"
         )
 
 

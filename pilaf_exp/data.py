@@ -40,25 +40,36 @@ def prompt_stream(
 
 class PreferenceLog:
     """Every labelled pair of a run, in order: the prompt, both responses, their sources,
-    both oracle scores and the label."""
+    both oracle scores and the label. Batches are kept as tensors and turned into rows only when
+    read or saved, so logging a training step costs no per-row Python."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list] = {
-            name: [] for name in ("step", "prompt", "response_a", "response_b", "source_a", "source_b", "a_preferred")
-        }
+        self.batches: list[tuple[int, dict[str, Tensor], Tensor]] = []
 
     def __len__(self) -> int:
-        return len(self.columns["step"])
+        return sum(len(label) for _, _, label in self.batches)
 
     def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> None:
-        cols = self.columns
-        cols["step"] += [step] * len(pairs)
-        cols["prompt"] += strip_padding(pairs.prompt_ids, pairs.prompt_mask)
-        cols["response_a"] += strip_padding(pairs.response_a, pairs.mask_a)
-        cols["response_b"] += strip_padding(pairs.response_b, pairs.mask_b)
-        cols["source_a"] += [SOURCES[s] for s in pairs.source_a.tolist()]
-        cols["source_b"] += [SOURCES[s] for s in pairs.source_b.tolist()]
-        cols["a_preferred"] += a_preferred.tolist()
+        # On the CPU (a no-op there), so a long GPU run does not keep every response on the device.
+        kept = {name: getattr(pairs, name).cpu() for name in self.FIELDS}
+        self.batches.append((step, kept, a_preferred.cpu()))
+
+    FIELDS = ("prompt_ids", "prompt_mask", "response_a", "mask_a", "response_b", "mask_b", "source_a", "source_b")
+
+    @property
+    def columns(self) -> dict[str, list]:
+        cols: dict[str, list] = {
+            name: [] for name in ("step", "prompt", "response_a", "response_b", "source_a", "source_b", "a_preferred")
+        }
+        for step, pairs, a_preferred in self.batches:
+            cols["step"] += [step] * len(a_preferred)
+            cols["prompt"] += strip_padding(pairs["prompt_ids"], pairs["prompt_mask"])
+            cols["response_a"] += strip_padding(pairs["response_a"], pairs["mask_a"])
+            cols["response_b"] += strip_padding(pairs["response_b"], pairs["mask_b"])
+            cols["source_a"] += [SOURCES[s] for s in pairs["source_a"].tolist()]
+            cols["source_b"] += [SOURCES[s] for s in pairs["source_b"].tolist()]
+            cols["a_preferred"] += a_preferred.tolist()
+        return cols
 
     def save(self, path: Path) -> None:
         datasets.Dataset.from_dict(self.columns).save_to_disk(str(path))

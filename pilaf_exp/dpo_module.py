@@ -107,8 +107,9 @@ class DPOModule(L.LightningModule):
         responses = torch.cat([pairs.chosen, pairs.rejected])
         response_masks = torch.cat([pairs.chosen_mask, pairs.rejected_mask])
         logp_policy = sequence_logprob(self.policy, prompts, masks, responses, response_masks)
-        with torch.no_grad():
+        with torch.inference_mode():  # frozen: no autograd bookkeeping; cloned out to enter the loss
             logp_reference = sequence_logprob(self.reference, prompts, masks, responses, response_masks)
+        logp_reference = logp_reference.clone()
         loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.beta)
         if not torch.isfinite(loss):
             self.stop_non_finite(f"train/loss is {loss.item()}")

@@ -7,14 +7,14 @@ with the weights fixed by the row's *source*:
     reference (0, 1)           y ~ pi_ref
     plus      (1 + c, -c)      PILAF's pi_plus  (token-level interpolation, c = coef)
     minus     (1 - c, +c)      PILAF's pi_minus
-Each model keeps its own KV cache over just the rows whose weight for it is non-zero, so
-the reference is never run on pure-policy rows and neither model ever re-reads a prefix.
+Each model runs on just the rows whose weight for it is non-zero, with a KV cache, so the
+reference is never run on pure-policy rows and neither model ever re-reads a prefix.
 
-Engines (`DecodeSpec.engine`): "stacked" runs both models as one operator sequence on the
-lean decoder (`stacked_decoder.py`; a model's rows are padded to the other's count), "separate"
-runs each model alone on its own rows with the lean decoder, "transformers" calls the models'
-own forward with a `DynamicCache`, and "auto" picks stacked for small models, separate for large
-ones, and transformers for architectures the lean decoder does not cover.
+Engines (`DecodeSpec.engine`): "stacked" runs both models as one ragged batch on the lean
+decoder (`stacked_decoder.py`: shared elementwise operators and attention, one matmul per model),
+"separate" runs each model alone on the lean decoder, "transformers" calls the models' own
+forward with a `DynamicCache`, and "auto" picks stacked when the two share an architecture,
+separate when not, and transformers for architectures the lean decoder does not cover.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ class Decoded:
     tokens: Tensor  # [R, T] sampled response tokens, pad after EOS
     mask: Tensor  # [R, T] 1 on real response tokens (EOS included), 0 after it
     logprobs: Tensor  # [R, T] log-prob of each token under the distribution it was drawn from
-    positions: dict[str, int]  # token positions each model processed for rows that need it (prefill + decode)
-    padding_positions: int  # positions the stacked engine computed on padding rows on top of those
+    positions: dict[str, int]  # token positions each model processed (prefill + decode)
     prompt_width: int  # prompt columns actually decoded (after dropping all-padding columns)
 
 
@@ -104,14 +103,14 @@ class _Runner:
     covers_all_rows_alone: bool = False
 
     def step(self, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
-        """Next-token logits of this runner's rows ([r, V] or [M, R, V]), counting the positions."""
+        """Next-token logits [r, V] of this runner's rows, counting the positions."""
         raise NotImplementedError
 
     def add_logits(self, logits: Tensor | None, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
         raise NotImplementedError
 
     def logits(self, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
-        return self.step(input_ids, attention, positions).reshape(len(input_ids), -1)
+        return self.step(input_ids, attention, positions)
 
 
 def _single_cover(rows: Tensor, scale: Tensor, total: int) -> bool:
@@ -129,7 +128,6 @@ class _TransformersRunner(_Runner):
         self.model, self.rows, self.scale = model, rows, scale[:, None]  # rows: [r] indices into the batch
         self.cache = DynamicCache()
         self.positions = {name: 0}
-        self.padding_positions = 0
         self.name = name
         self.cache_arg = cache_argument(model)
         self.covers_all_rows_alone = _single_cover(rows, scale, total)
@@ -158,42 +156,32 @@ class _TransformersRunner(_Runner):
 
 
 class _StackedRunner(_Runner):
-    """One or more models on the lean decoder; each model's row list is padded (by repeating its
-    first row, at weight 0) to the longest so they step as one [M, R] batch."""
+    """One or more same-architecture models on the lean decoder, as one ragged batch of their rows."""
 
     def __init__(
         self, models: list[nn.Module], rows: list[Tensor], scales: list[Tensor], names: list[str], width: int,
         fuse: bool, total: int,
     ) -> None:  # fmt: skip
-        count = max(len(r) for r in rows)
-        self.valid = torch.stack([torch.arange(count, device=r.device) < len(r) for r in rows])  # [M, R]
-        padded = torch.stack([torch.cat([r, r[:1].expand(count - len(r))]) for r in rows])  # [M, R]
-        # [M, R, 1] weight of each (model, row) in its row's mixture; 0 on padding rows
-        self.scale = torch.stack([F.pad(w, (0, count - len(w))) for w in scales])[..., None]
-        self.decoder = StackedDecoder(models, padded, width, fuse=fuse)
-        self.real_rows = self.valid.sum(1).tolist()
-        self.padding_rows = int((~self.valid).sum())
-        self.names = names
+        self.decoder = StackedDecoder(models, rows, width, fuse=fuse)
+        self.scale = torch.cat(scales)[:, None]  # [N, 1] weight of each (model, row) in its row's mixture
+        self.sizes = dict(zip(names, (len(r) for r in rows)))
         self.positions = dict.fromkeys(names, 0)
-        self.padding_positions = 0  # computed on padding rows, on top of `positions`
         self.covers_all_rows_alone = len(models) == 1 and _single_cover(rows[0], scales[0], total)
 
     def step(self, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
         try:
-            h = self.decoder.next_logits(input_ids, attention, positions)  # [M, R, V]
+            h = self.decoder.next_logits(input_ids, attention, positions)  # [N, V]
         except torch.OutOfMemoryError as error:
-            raise out_of_memory(self.decoder.rows.numel(), attention.shape[1]) from error
-        steps = input_ids.shape[1]
-        for name, real in zip(self.names, self.real_rows):
-            self.positions[name] += real * steps
-        self.padding_positions += self.padding_rows * steps
+            raise out_of_memory(len(self.decoder.flat_rows), attention.shape[1]) from error
+        for name, rows in self.sizes.items():
+            self.positions[name] += rows * input_ids.shape[1]
         return h
 
     def add_logits(self, logits, input_ids, attention, positions):
         h = self.step(input_ids, attention, positions)
         if logits is None:
             logits = h.new_zeros(len(input_ids), h.shape[-1])
-        return logits.index_add_(0, self.decoder.flat_rows, (self.scale * h).flatten(0, 1))
+        return logits.index_add_(0, self.decoder.flat_rows, self.scale * h)
 
 
 def out_of_memory(rows: int, width: int) -> GenerationMemoryError:
@@ -203,10 +191,13 @@ def out_of_memory(rows: int, width: int) -> GenerationMemoryError:
     )
 
 
-# "auto" stacks the two models when each has at most this many parameters: below it a decode step
-# is bound by per-operator overhead, so padding a model's rows costs less than a second operator
-# sequence (measured with `make bench`, BENCHMARKS.md).
-STACK_MAX_PARAMETERS = 20_000_000
+# Models up to this size also get fused projections (a copy of their attention and MLP weights,
+# made per decode call): below it a decode step is bound by per-operator overhead.
+FUSE_MAX_PARAMETERS = 20_000_000
+
+
+def small_model(model: nn.Module) -> bool:
+    return sum(p.numel() for p in model.parameters()) <= FUSE_MAX_PARAMETERS
 
 
 def choose_engine(models: list[nn.Module], requested: str) -> str:
@@ -216,9 +207,7 @@ def choose_engine(models: list[nn.Module], requested: str) -> str:
     if requested == "auto":
         if not lean:
             return "transformers"
-        small = all(sum(p.numel() for p in m.parameters()) <= STACK_MAX_PARAMETERS for m in models)
-        same = len({architecture_key(m) for m in models}) == 1
-        return "stacked" if small and same else "separate"
+        return "stacked" if len({architecture_key(m) for m in models}) == 1 else "separate"
     if requested in ("stacked", "separate") and not lean:
         reasons = {unsupported_reason(m) for m in models} - {None}
         raise ConfigError(f"generation engine {requested!r} does not support {', '.join(sorted(reasons))}")
@@ -238,8 +227,9 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
     total = len(weights)
     if engine == "transformers":
         return [_TransformersRunner(model, rows, weights[rows, k], name, total) for k, model, name, rows in used]
-    stacked = engine == "stacked"  # small models: also fuse q/k/v and gate/up into one matmul each
-    groups = [used] if stacked else [[u] for u in used]
+    # Small models: also fuse q/k/v (with RoPE's rotation) and gate/up into one matmul each (a copy).
+    fuse = all(small_model(u[1]) for u in used)
+    groups = [used] if engine == "stacked" else [[u] for u in used]
     return [
         _StackedRunner(
             [u[1] for u in g],
@@ -247,7 +237,7 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
             [weights[u[3], u[0]] for u in g],
             [u[2] for u in g],
             width,
-            stacked,
+            fuse,
             total,
         )  # fmt: skip
         for g in groups
@@ -311,7 +301,6 @@ def decode(
         mask=out.mask.clone(),
         logprobs=out.logprobs.clone(),
         positions=out.positions,
-        padding_positions=out.padding_positions,
         prompt_width=out.prompt_width,
     )
 
@@ -345,7 +334,6 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
         mask=cat("mask", 0),
         logprobs=cat("logprobs", 0),
         positions={k: sum(p.positions[k] for p in parts) for k in parts[0].positions},
-        padding_positions=sum(p.padding_positions for p in parts),
         prompt_width=prompt_ids.shape[1],
     )
 
@@ -393,6 +381,5 @@ def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, gen
         mask=masks,
         logprobs=torch.stack(logprobs, dim=1),
         positions={name: sum(r.positions.get(name, 0) for r in runners) for name in ("policy", "reference")},
-        padding_positions=sum(r.padding_positions for r in runners),
         prompt_width=prompt_ids.shape[1],
     )

@@ -28,13 +28,14 @@ class RewardOracle(nn.Module):
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
 
-    @torch.no_grad()
     def raw_score(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> Tensor:
         input_ids, attention_mask, position_ids = self.encoder(prompt_ids, prompt_mask, response_ids, response_mask)
         # The classifier reads its score at the last non-pad token, so padding must carry its pad id.
         input_ids = torch.where(attention_mask.bool(), input_ids, self.pad_token_id)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        return out.logits[:, 0].float()
+        with torch.inference_mode():  # frozen: no autograd bookkeeping at all
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+            scores = out.logits[:, 0].float()
+        return scores.clone()  # a normal tensor again, usable anywhere
 
     def score(self, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor, response_mask: Tensor) -> Tensor:
         """Calibrated r*(x, y): [B]."""

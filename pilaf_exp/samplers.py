@@ -31,17 +31,14 @@ class PairBatch:
     # token positions processed / (prompt width + new tokens - 1), summed over both models.
     generation_passes: float
     selection_passes: float = 0.0  # extra full-sequence forwards spent choosing the pair (best-of-N)
-    padding_passes: float = 0.0  # computed on padding rows by the stacked engine (not in the cost model)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
 
 
-def decode_passes(out: Decoded, spec: DecodeSpec) -> tuple[float, float]:
-    """Token positions both models processed for rows that need them, and on padding rows, in
-    full-response decodes (prefill + T - 1 steps)."""
-    per_pass = out.prompt_width + spec.max_new_tokens - 1
-    return sum(out.positions.values()) / per_pass, out.padding_positions / per_pass
+def decode_passes(out: Decoded, spec: DecodeSpec) -> float:
+    """Token positions both models processed, in full-response decodes (prefill + T - 1 steps)."""
+    return sum(out.positions.values()) / (out.prompt_width + spec.max_new_tokens - 1)
 
 
 class PairSampler(ABC):
@@ -82,7 +79,6 @@ class TwoDrawSampler(PairSampler):
             generator,
             coef=self.coef,
         )
-        generation, padding = decode_passes(out, spec)
         return PairBatch(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -92,8 +88,7 @@ class TwoDrawSampler(PairSampler):
             mask_b=out.mask[batch:],
             source_a=source_a,
             source_b=source_b,
-            generation_passes=generation,
-            padding_passes=padding,
+            generation_passes=decode_passes(out, spec),
         )
 
 
@@ -165,7 +160,7 @@ class BestOfNSampler(PairSampler):
             mask_b=pick(out.mask, worst),
             source_a=sources[:batch],
             source_b=sources[batch : 2 * batch],
-            generation_passes=decode_passes(out, spec)[0],
+            generation_passes=decode_passes(out, spec),
             selection_passes=selection_passes,
         )
 

@@ -1,14 +1,16 @@
-"""Lean KV-cached decoding for Llama-family causal LMs, one model or several stacked into one.
+"""Lean KV-cached decoding for Llama-family causal LMs, one model or several in one operator sequence.
 
-`transformers`' forward costs ~1.5 ms of Python and mask/cache plumbing per call, which is most
-of a decode step for the small models this framework trains on a CPU. `StackedDecoder` runs the
-same arithmetic (RMSNorm, RoPE from the model's own rotary module, SDPA, gated MLP) straight on
-the models' weights with a preallocated KV cache, so a step is one short operator sequence.
+`transformers`' forward spends a good part of a decode step of a small model in Python and in
+mask/cache plumbing. `StackedDecoder` runs the same arithmetic (RMSNorm, RoPE from the model's
+own rotary table, SDPA, gated MLP) straight on the models' weights with a preallocated KV cache.
 
-With M > 1 models (PILAF's policy and reference) the weights are stacked [M, out, in] and every
-linear layer is one batched matmul over [M, rows, ...]: both models advance in the operator
-count of one. That pays when per-operator overhead dominates (small models); for large ones the
-caller runs each model on its own rows instead (see `generation.stack_models`).
+Several same-architecture models (PILAF's policy and reference) decode as one ragged batch: the
+rows are laid out model after model ("segments"), every elementwise operator, the attention and
+the KV cache are shared by all rows, and only the linear layers run once per segment, each on its
+own model's weights. No row is padded and no weight is copied, so PILAF's step costs the policy's
+rows plus the reference's rows (the 3/2 cost model), in nearly the operator count of one model.
+For small models the q/k/v (with RoPE's rotation folded in) and gate/up projections are also
+fused into one matmul each (`fuse`, a copy of those weights).
 
 Supported: the Llama layer layout (q/k/v/o projections with optional bias, gate/up/down MLP,
 RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `unsupported_reason` says
@@ -65,93 +67,134 @@ def architecture_key(model: nn.Module) -> tuple:
     )
 
 
-def _stack(tensors: Sequence[Tensor | None]) -> Tensor | None:
-    """[M, ...]; a view (no copy) for one model, so decoding one large model costs no memory."""
-    if tensors[0] is None:
-        return None
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(list(tensors))
+class _Layer:
+    """One decoder layer's weights per model: lists of (weight [out, in], bias [out] | None)."""
+
+    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int) -> None:
+        def linear(name: str, parent: str) -> list[tuple[Tensor, Tensor | None]]:
+            modules = [getattr(getattr(layer, parent), name) for layer in layers]
+            return [(m.weight, m.bias) for m in modules]
+
+        self.q, self.k, self.v, self.o = (linear(p, "self_attn") for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        self.gate, self.up, self.down = (linear(p, "mlp") for p in ("gate_proj", "up_proj", "down_proj"))
+        # [q; k; rotate_half(q); rotate_half(k); v] in one matmul: RoPE is then qk*cos + qk_rot*sin.
+        self.qkv = (
+            [
+                _fuse([q, k, _rotate_half_rows(*q, head_dim), _rotate_half_rows(*k, head_dim), v])
+                for q, k, v in zip(self.q, self.k, self.v)
+            ]
+            if fuse
+            else None
+        )
+        self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
+        self.input_norm = [layer.input_layernorm.weight for layer in layers]
+        self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
 
 
 def _fuse(pairs: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
-    """Concatenate (weight [M, out_i, in], bias) pairs along out, so one matmul computes them all."""
-    weight = torch.cat([w for w, _ in pairs], dim=1)
+    """Concatenate (weight [out_i, in], bias) pairs along out, so one matmul computes them all."""
+    weight = torch.cat([w for w, _ in pairs])
     if all(b is None for _, b in pairs):
         return weight, None
-    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[:2]) for w, b in pairs], dim=1)
+    return weight, torch.cat([b if b is not None else w.new_zeros(len(w)) for w, b in pairs])
 
 
-class _Layer:
-    """One decoder layer's weights, stacked over the M models: (weight [M, out, in], bias [M, out] | None)."""
+def _rotate_half_rows(weight: Tensor, bias: Tensor | None, head_dim: int) -> tuple[Tensor, Tensor | None]:
+    """The projection whose output is rotate_half(the original's output), per head of head_dim:
+    rotate_half(y) = cat(-y[half:], y[:half]) is a signed permutation of y's rows."""
+    half = head_dim // 2
 
-    def __init__(self, layers: Sequence[nn.Module], fuse: bool) -> None:
-        def linear(modules: list[nn.Module], name: str) -> tuple[Tensor, Tensor | None]:
-            projections = [getattr(m, name) for m in modules]
-            return _stack([p.weight for p in projections]), _stack([p.bias for p in projections])
+    def rotate(t: Tensor) -> Tensor:  # [heads*d, ...]
+        per_head = t.reshape(-1, head_dim, *t.shape[1:])
+        return torch.cat([-per_head[:, half:], per_head[:, :half]], dim=1).reshape(t.shape)
 
-        attn, mlp = [layer.self_attn for layer in layers], [layer.mlp for layer in layers]
-        self.q, self.k, self.v, self.o = (linear(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-        self.gate, self.up, self.down = (linear(mlp, p) for p in ("gate_proj", "up_proj", "down_proj"))
-        # Fused projections: a copy of the weights, worth it where per-operator overhead dominates.
-        self.qkv = _fuse([self.q, self.k, self.v]) if fuse else None
-        self.gate_up = _fuse([self.gate, self.up]) if fuse else None
-        self.input_norm = _stack([layer.input_layernorm.weight for layer in layers])  # [M, H]
-        self.post_norm = _stack([layer.post_attention_layernorm.weight for layer in layers])
+    return rotate(weight), None if bias is None else rotate(bias)
 
 
 class StackedDecoder:
-    """M same-architecture models, each decoding its own R rows of a decode batch, in lockstep.
+    """Same-architecture models decoding their own rows of a decode batch, in lockstep.
 
-    rows: [M, R] indices into the decode batch (model m reads rows[m]); the caller pads a model's
-    row list by repeating a row when the models have different numbers of rows.
+    rows: one [r_m] index tensor per model into the decode batch; model m's rows form segment m
+    of this decoder's batch (rows laid out model after model).
     """
 
-    def __init__(self, models: Sequence[nn.Module], rows: Tensor, max_positions: int, fuse: bool = False) -> None:
-        base = models[0]
-        config = base.config
-        self.models, self.rows = len(models), rows
-        self.flat_rows = rows.flatten()  # [M*R]
+    def __init__(self, models: Sequence[nn.Module], rows: Sequence[Tensor], max_positions: int, fuse: bool = False):
+        config = models[0].config
+        self.flat_rows = torch.cat(list(rows))  # [N]
+        self.sizes = [len(r) for r in rows]  # rows per segment
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scaling = self.head_dim**-0.5
         self.eps = config.rms_norm_eps
         self.act = ACT2FN[config.hidden_act]
-        self.rotary = base.model.rotary_emb
-        self.vocab = config.vocab_size
-        self.layers = [_Layer(layers, fuse) for layers in zip(*(m.model.layers for m in models))]
-        self.embed = _stack([m.model.embed_tokens.weight for m in models])  # [M, V, H]
-        self.norm = _stack([m.model.norm.weight for m in models])
-        self.head = _stack([m.lm_head.weight for m in models])  # [M, V, H]
-        self.head_bias = _stack([m.lm_head.bias for m in models])
-        # Row r of model m reads embedding row m*V + token.
-        offsets = torch.arange(self.models, device=rows.device) * self.vocab
-        self.vocab_offset = offsets.repeat_interleave(rows.shape[1])  # [M*R]
-        weight = self.embed
-        shape = (rows.numel(), self.kv_heads, max_positions, self.head_dim)
+        self.rotary = models[0].model.rotary_emb
+        self.layers = [_Layer(layers, fuse, self.head_dim) for layers in zip(*(m.model.layers for m in models))]
+        self.embeddings = [m.model.embed_tokens.weight for m in models]
+        self.norm = [m.model.norm.weight for m in models]
+        self.head = [(m.lm_head.weight, m.lm_head.bias) for m in models]
+        weight = self.embeddings[0]
+        shape = (len(self.flat_rows), self.kv_heads, max_positions, self.head_dim)
         self.keys = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         self.values = [torch.empty(shape, dtype=weight.dtype, device=weight.device) for _ in self.layers]
         self.length = 0  # cache columns filled
+        self.padded: bool | None = None  # whether any prompt is padded (known at the first call)
+        self.rope_table = self._rope_table(max_positions)
+        self.row_norms: dict[int, Tensor] = {}  # id(weights list) -> [N, 1, H] per-row norm weights
 
-    def _linear(self, x: Tensor, weight_bias: tuple[Tensor, Tensor | None]) -> Tensor:
-        """x [M, N, in] -> [M, N, out] with each model's own weight."""
-        weight, bias = weight_bias
-        if self.models == 1:
-            return F.linear(x[0], weight[0], None if bias is None else bias[0]).unsqueeze(0)
-        out = torch.bmm(x, weight.transpose(1, 2))
-        return out if bias is None else out + bias[:, None]
+    def _rope_table(self, positions: int) -> tuple[Tensor, Tensor] | None:
+        """cos, sin [positions, d] from the model's own rotary module, computed once; None for the
+        rope types whose frequencies depend on the sequence length (recomputed per call then)."""
+        if getattr(self.rotary, "rope_type", "default") in ("dynamic", "longrope"):
+            return None
+        ids = torch.arange(positions, device=self.embeddings[0].device)[None]
+        cos, sin = self.rotary(self.embeddings[0][:1], ids)
+        return cos[0], sin[0]
 
-    def _attention_inputs(self, h: Tensor, layer: _Layer) -> tuple[Tensor, Tensor, Tensor]:
-        """q [M, N, heads*d], k and v [M, N, kv_heads*d]."""
-        if layer.qkv is None:
-            return self._linear(h, layer.q), self._linear(h, layer.k), self._linear(h, layer.v)
-        kv = self.kv_heads * self.head_dim
-        return self._linear(h, layer.qkv).split([self.heads * self.head_dim, kv, kv], dim=-1)
+    def _rope(self, x: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin [N, s, d] for each row's positions."""
+        if self.rope_table is None:
+            return self.rotary(x, position_ids)
+        cos, sin = self.rope_table
+        return cos[position_ids], sin[position_ids]
 
-    def _rms_norm(self, x: Tensor, weight: Tensor) -> Tensor:
+    def _segments(self, x: Tensor) -> list[Tensor]:
+        """x [N, ...] -> one [r_m, ...] view per model."""
+        return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
+
+    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]]) -> Tensor:
+        """x [N, s, in] -> [N, s, out], each segment through its own model's weight: one matmul per
+        model, written into slices of one output (no concatenation)."""
+        if len(weights) == 1:
+            return F.linear(x, *weights[0])
+        flat = x.reshape(-1, x.shape[-1])  # [N*s, in]
+        out = flat.new_empty(len(flat), len(weights[0][0]))
+        start = 0
+        for (weight, bias), rows in zip(weights, self.sizes):
+            end = start + rows * x.shape[1]
+            if bias is None:
+                torch.mm(flat[start:end], weight.t(), out=out[start:end])
+            else:
+                torch.addmm(bias, flat[start:end], weight.t(), out=out[start:end])
+            start = end
+        return out.view(*x.shape[:-1], -1)
+
+    def _rms_norm(self, x: Tensor, weights: list[Tensor]) -> Tensor:
         # As transformers' LlamaRMSNorm: normalise in fp32, scale in the model's dtype.
+        if x.dtype == torch.float32:  # one fused operator (and a per-row scale for several models)
+            if len(weights) == 1:
+                return F.rms_norm(x, x.shape[-1:], weights[0], self.eps)
+            return self._row_weights(weights) * F.rms_norm(x, x.shape[-1:], None, self.eps)
         x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight[:, None] * x32.to(x.dtype)
+        normed = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return (weights[0] if len(weights) == 1 else self._row_weights(weights)) * normed
+
+    def _row_weights(self, weights: list[Tensor]) -> Tensor:
+        """Each row's own model's norm weight, [N, 1, H] (built once per decode)."""
+        key = id(weights)
+        if key not in self.row_norms:
+            self.row_norms[key] = torch.cat([w.expand(n, -1) for w, n in zip(weights, self.sizes)])[:, None]
+        return self.row_norms[key]
 
     @staticmethod
     def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -159,9 +202,30 @@ class StackedDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _attention_mask(self, key_mask: Tensor, steps: int) -> Tensor:
-        """[M*R, 1, s, t] boolean: query i (cache column t - s + i) sees valid keys up to itself.
-        A query always sees itself, so no row is fully masked (that would give NaN in padding)."""
+    def _attention_inputs(self, h: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """h [N, s, H] -> q [N, heads, s, d] and k, v [N, kv_heads, s, d], RoPE applied."""
+        n, s, d = h.shape[0], h.shape[1], self.head_dim
+        if layer.qkv is None:
+            q = self._linear(h, layer.q).view(n, s, self.heads, d).transpose(1, 2)
+            k = self._linear(h, layer.k).view(n, s, self.kv_heads, d).transpose(1, 2)
+            v = self._linear(h, layer.v).view(n, s, self.kv_heads, d).transpose(1, 2)
+            return self._rotate(q, cos[:, None], sin[:, None]), self._rotate(k, cos[:, None], sin[:, None]), v
+        heads = self.heads + self.kv_heads
+        out = self._linear(h, layer.qkv)  # [N, s, (2 * heads + kv_heads) * d]
+        qk = out[..., : heads * d].view(n, s, heads, d)
+        qk_rotated = out[..., heads * d : 2 * heads * d].view(n, s, heads, d)
+        qk = (qk * cos[:, :, None] + qk_rotated * sin[:, :, None]).transpose(1, 2)  # [N, heads, s, d]
+        v = out[..., 2 * heads * d :].view(n, s, self.kv_heads, d).transpose(1, 2)
+        return qk[:, : self.heads], qk[:, self.heads :], v
+
+    def _attention_mask(self, key_mask: Tensor, steps: int) -> Tensor | None:
+        """[N, 1, s, t] boolean: query i (cache column t - s + i) sees valid keys up to itself.
+        A query always sees itself, so no row is fully masked (that would give NaN in padding).
+        None (plain causal attention) when no prompt is padded."""
+        if not self.padded:
+            return None
+        if steps == 1:  # one new token: every valid key is in its past, and it is itself valid
+            return key_mask[:, None, None, :]
         columns = key_mask.shape[1]
         query_col = torch.arange(columns - steps, columns, device=key_mask.device)[:, None]  # [s, 1]
         key_col = torch.arange(columns, device=key_mask.device)[None]  # [1, t]
@@ -170,30 +234,30 @@ class StackedDecoder:
 
     def next_logits(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Feed this step's tokens (input_ids [B, s] over the whole decode batch, attention_mask
-        [B, cache columns + s], position_ids [B, s]); returns next-token logits [M, R, V] (fp32)."""
-        m, rows, s = self.models, self.rows.shape[1], input_ids.shape[1]
-        ids = input_ids[self.flat_rows]  # [M*R, s]
-        x = self.embed.reshape(m * self.vocab, -1)[ids + self.vocab_offset[:, None]]  # [M*R, s, H]
-        cos, sin = self.rotary(x, position_ids[self.flat_rows])  # [M*R, s, d]
-        cos, sin = cos[:, None], sin[:, None]
+        [B, cache columns + s], position_ids [B, s]); returns next-token logits [N, V] (fp32),
+        segment after segment."""
+        ids = input_ids[self.flat_rows]  # [N, s]
+        s = ids.shape[1]
+        x = torch.cat([F.embedding(part, e) for part, e in zip(self._segments(ids), self.embeddings)])  # [N, s, H]
+        cos, sin = self._rope(x, position_ids[self.flat_rows])  # [N, s, d]
+        if self.padded is None:  # once per decode: the prompts' padding decides the masks
+            self.padded = not bool(attention_mask.all())
         mask = self._attention_mask(attention_mask[self.flat_rows].bool(), s)
         start, end = self.length, self.length + s
-        x = x.reshape(m, rows * s, -1)  # [M, R*s, H]
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            h = self._rms_norm(x, layer.input_norm)
-            q, k, v = self._attention_inputs(h, layer)
-            q = q.view(m * rows, s, self.heads, self.head_dim).transpose(1, 2)
-            keys[:, :, start:end] = self._rotate(k.view(m * rows, s, self.kv_heads, -1).transpose(1, 2), cos, sin)
-            values[:, :, start:end] = v.view(m * rows, s, self.kv_heads, -1).transpose(1, 2)
+            q, k, v = self._attention_inputs(self._rms_norm(x, layer.input_norm), layer, cos, sin)
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
             attended = F.scaled_dot_product_attention(
-                self._rotate(q, cos, sin),
+                q,
                 keys[:, :, :end],
                 values[:, :, :end],
                 attn_mask=mask,
+                is_causal=mask is None and s > 1,  # the first call (prefill) starts at column 0
                 scale=self.scaling,
                 enable_gqa=self.kv_heads != self.heads,
-            )  # [M*R, heads, s, d]
-            x = x + self._linear(attended.transpose(1, 2).reshape(m, rows * s, -1), layer.o)
+            )  # [N, heads, s, d]
+            x = x + self._linear(attended.transpose(1, 2).reshape(len(x), s, -1), layer.o)
             h = self._rms_norm(x, layer.post_norm)
             if layer.gate_up is not None:
                 gate, up = self._linear(h, layer.gate_up).chunk(2, dim=-1)
@@ -201,5 +265,4 @@ class StackedDecoder:
                 gate, up = self._linear(h, layer.gate), self._linear(h, layer.up)
             x = x + self._linear(self.act(gate) * up, layer.down)
         self.length = end
-        last = self._rms_norm(x.view(m, rows, s, -1)[:, :, -1], self.norm)  # [M, R, H]
-        return self._linear(last, (self.head, self.head_bias)).float()
+        return self._linear(self._rms_norm(x[:, -1:], self.norm), self.head)[:, 0].float()

@@ -41,7 +41,8 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
 
 
 def strip_padding(ids: Tensor, mask: Tensor) -> list[list[int]]:
-    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    """Each row's tokens where its mask is 1 (two tensor-to-list conversions, no per-row tensor ops)."""
+    return [[t for t, m in zip(row, keep) if m] for row, keep in zip(ids.tolist(), mask.tolist())]
 
 
 class TokenPassthrough:

@@ -60,16 +60,18 @@ def exact_logprobs(policy, reference, prompts, masks, sources, out, coef, temper
     return logp * out.mask
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["left-padded", "unpadded"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_engine_samples_from_the_exact_mixture(architecture, engine):
+def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded):
     policy, reference = ARCHITECTURES[architecture](0), ARCHITECTURES[architecture](1)
     coef, temperature = 0.7, 1.5
     generator = torch.Generator().manual_seed(3)
     prompts = torch.randint(0, VOCAB, (24, 5), generator=generator)
     masks = torch.ones_like(prompts)
-    masks[::2, :2] = 0  # left padding of different lengths
-    masks[1::4, :4] = 0
+    if padded:  # left padding of different lengths (the masked path), else plain causal attention
+        masks[::2, :2] = 0
+        masks[1::4, :4] = 0
     sources = torch.tensor([POLICY, REFERENCE, PLUS, MINUS]).repeat(6)
     spec = DecodeSpec(max_new_tokens=7, temperature=temperature, eos_token_id=VOCAB - 1, engine=engine)
     out = decode(policy, reference, prompts, masks, sources, spec, torch.Generator().manual_seed(0), coef=coef)
@@ -92,21 +94,26 @@ def test_engines_draw_the_same_tokens_from_one_generator():
         assert out.positions == outs[0].positions  # logical cost is the engine's business, not the count's
 
 
-def test_stacked_engine_counts_the_padding_rows_it_computes():
+def test_stacked_engine_runs_unequal_row_sets_exactly():
     policy, reference = ARCHITECTURES["llama"](0), ARCHITECTURES["llama"](1)
     prompts = torch.randint(0, VOCAB, (8, 4), generator=torch.Generator().manual_seed(0))
-    sources = torch.tensor([POLICY, POLICY, POLICY, POLICY, PLUS, MINUS, POLICY, POLICY])  # reference: 2 of 8 rows
+    # The policy on all 8 rows, the reference on 3: one ragged batch of 11 rows, none padded.
+    sources = torch.tensor([POLICY, PLUS, POLICY, POLICY, MINUS, POLICY, PLUS, POLICY])
     per_row = 4 + 6 - 1
-    for engine, padding in (("stacked", 6 * per_row), ("separate", 0)):
+    outs = {}
+    for engine in ("stacked", "transformers"):
         spec = DecodeSpec(6, engine=engine)
-        out = decode(policy, reference, prompts, torch.ones_like(prompts), sources, spec, torch.Generator(), coef=0.1)
-        assert out.positions == {"policy": 8 * per_row, "reference": 2 * per_row}
-        assert out.padding_positions == padding
+        out = decode(policy, reference, prompts, torch.ones_like(prompts), sources, spec, torch.Generator(), coef=0.4)
+        assert out.positions == {"policy": 8 * per_row, "reference": 3 * per_row}
+        outs[engine] = out
+    assert torch.equal(outs["stacked"].tokens, outs["transformers"].tokens)
+    assert (outs["stacked"].logprobs - outs["transformers"].logprobs).abs().max() < 1e-5
 
 
 def test_auto_engine_choice_and_errors():
     llama = [ARCHITECTURES["llama"](0), ARCHITECTURES["llama"](1)]
     assert choose_engine(llama, "auto") == "stacked"
+    assert choose_engine(llama[:1], "auto") == "stacked"
     assert choose_engine([llama[0], ARCHITECTURES["qwen2-gqa-bias"](0)], "auto") == "separate"
     gpt2 = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
     assert choose_engine([gpt2], "auto") == "transformers"
@@ -121,4 +128,4 @@ def test_unsupported_architecture_decodes_through_transformers():
     prompts = torch.randint(0, VOCAB, (4, 3), generator=torch.Generator().manual_seed(0))
     spec = replace(DecodeSpec(3), engine="auto")
     out = decode(gpt2, gpt2, prompts, torch.ones_like(prompts), torch.full((4,), POLICY), spec, torch.Generator())
-    assert out.tokens.shape == (4, 3) and out.padding_positions == 0
+    assert out.tokens.shape == (4, 3)
