@@ -20,6 +20,7 @@ why any other model falls back to the `transformers` forward.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +68,23 @@ def architecture_key(model: nn.Module) -> tuple:
     )
 
 
+class _Batched(NamedTuple):
+    """Projection weights of M models stacked for one batched matmul: [M, out, in], [M, out] | None."""
+
+    weight: Tensor
+    bias: Tensor | None
+
+
+def _batched(pairs: list[tuple[Tensor, Tensor | None]]) -> _Batched:
+    return _Batched(
+        torch.stack([w for w, _ in pairs]), None if pairs[0][1] is None else torch.stack([b for _, b in pairs])
+    )
+
+
 class _Layer:
     """One decoder layer's weights per model: lists of (weight [out, in], bias [out] | None)."""
 
-    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int) -> None:
+    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int, batched: bool = False) -> None:
         def linear(name: str, parent: str) -> list[tuple[Tensor, Tensor | None]]:
             modules = [getattr(getattr(layer, parent), name) for layer in layers]
             return [(m.weight, m.bias) for m in modules]
@@ -87,6 +101,9 @@ class _Layer:
             else None
         )
         self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
+        if batched:  # small models, equal-sized segments: one batched matmul for all of them
+            self.qkv, self.gate_up = _batched(self.qkv), _batched(self.gate_up)
+            self.o, self.down = _batched(self.o), _batched(self.down)
         self.input_norm = [layer.input_layernorm.weight for layer in layers]
         self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
 
@@ -129,7 +146,10 @@ class StackedDecoder:
         self.eps = config.rms_norm_eps
         self.act = ACT2FN[config.hidden_act]
         self.rotary = models[0].model.rotary_emb
-        self.layers = [_Layer(layers, fuse, self.head_dim) for layers in zip(*(m.model.layers for m in models))]
+        # Equal-sized segments of small models (hybrid; PILAF's mixture rows): stacked weights, bmm.
+        batched = fuse and len(models) > 1 and len(set(self.sizes)) == 1
+        per_layer = zip(*(m.model.layers for m in models))
+        self.layers = [_Layer(layers, fuse, self.head_dim, batched) for layers in per_layer]
         self.embeddings = [m.model.embed_tokens.weight for m in models]
         self.norm = [m.model.norm.weight for m in models]
         self.head = [(m.lm_head.weight, m.lm_head.bias) for m in models]
@@ -162,9 +182,15 @@ class StackedDecoder:
         """x [N, ...] -> one [r_m, ...] view per model."""
         return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
 
-    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]]) -> Tensor:
-        """x [N, s, in] -> [N, s, out], each segment through its own model's weight: one matmul per
-        model, written into slices of one output (no concatenation)."""
+    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]] | _Batched) -> Tensor:
+        """x [N, s, in] -> [N, s, out], each segment through its own model's weight: one batched
+        matmul over equal segments, else one matmul per model written into slices of one output."""
+        if isinstance(weights, _Batched):
+            m = len(weights.weight)
+            out = torch.bmm(x.reshape(m, -1, x.shape[-1]), weights.weight.transpose(1, 2))  # [M, R*s, out]
+            if weights.bias is not None:
+                out = out + weights.bias[:, None]
+            return out.view(*x.shape[:-1], -1)
         if len(weights) == 1:
             return F.linear(x, *weights[0])
         flat = x.reshape(-1, x.shape[-1])  # [N*s, in]
