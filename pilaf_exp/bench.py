@@ -22,7 +22,7 @@ import time
 from pilaf_exp import bench_mixture, bench_online_step, bench_samplers
 
 FULL = {
-    "samplers": ["--repeats", "15"],
+    "samplers": ["--repeats", "200"],
     "mixture": ["--new-tokens", "128", "256", "--repeats", "3", "--scaling"],
     "online": ["--new-tokens", "12", "64", "--steps", "20"],
 }

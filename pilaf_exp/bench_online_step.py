@@ -106,8 +106,6 @@ class LightningStepTimer(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.seconds:
-            self.record_margin(trainer)
         self.before = self.cumulative(pl_module)
         self.start = time.perf_counter()
 
@@ -116,6 +114,7 @@ class LightningStepTimer(L.Callback):
     ) -> None:
         self.seconds.append(time.perf_counter() - self.start)
         self.losses.append(float(outputs["loss"]))
+        self.margins.append(float(outputs["reward_margin"]))
         after = self.cumulative(pl_module)
         for phase, values in self.phases.items():
             values.append(after.get(phase, 0.0) - self.before.get(phase, 0.0))
@@ -123,14 +122,6 @@ class LightningStepTimer(L.Callback):
     def cumulative(self, pl_module: L.LightningModule) -> dict[str, float]:
         """Seconds per phase so far: the run's own stopwatch (sampling, labelling) and ours."""
         return {**pl_module.record.stopwatch.seconds, **self.totals}
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.record_margin(trainer)
-
-    def record_margin(self, trainer: L.Trainer) -> None:
-        # What the module logged as train/reward_margin reaches callback_metrics only after
-        # on_train_batch_end, so each step's value is read at the next batch start (or the end).
-        self.margins.append(float(trainer.callback_metrics["train/reward_margin"]))
 
 
 @contextmanager

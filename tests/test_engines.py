@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
 
+from pilaf_exp import generation
 from pilaf_exp.checks import ConfigError
 from pilaf_exp.generation import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, choose_engine, decode, mixture_weights
 from pilaf_exp.models import tiny_llama
@@ -60,10 +61,13 @@ def exact_logprobs(policy, reference, prompts, masks, sources, out, coef, temper
     return logp * out.mask
 
 
+@pytest.mark.parametrize("fuse_limit", [10**9, 0], ids=["fused", "unfused"])
 @pytest.mark.parametrize("padded", [True, False], ids=["left-padded", "unpadded"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded):
+def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded, fuse_limit, monkeypatch):
+    # Fused projections (small models) and per-projection matmuls (larger ones) are both exact.
+    monkeypatch.setattr(generation, "FUSE_MAX_PARAMETERS", fuse_limit)
     policy, reference = ARCHITECTURES[architecture](0), ARCHITECTURES[architecture](1)
     coef, temperature = 0.7, 1.5
     generator = torch.Generator().manual_seed(3)
