@@ -160,9 +160,9 @@ class _StackedRunner(_Runner):
 
     def __init__(
         self, models: list[nn.Module], rows: list[Tensor], scales: list[Tensor], names: list[str], width: int,
-        fuse: bool, total: int,
+        fuse: bool, stack: bool, total: int,
     ) -> None:  # fmt: skip
-        self.decoder = StackedDecoder(models, rows, width, fuse=fuse)
+        self.decoder = StackedDecoder(models, rows, width, fuse=fuse, stack=stack)
         self.scale = torch.cat(scales)[:, None]  # [N, 1] weight of each (model, row) in its row's mixture
         self.sizes = dict(zip(names, (len(r) for r in rows)))
         self.positions = dict.fromkeys(names, 0)
@@ -191,15 +191,18 @@ def out_of_memory(rows: int, width: int) -> GenerationMemoryError:
     )
 
 
-# Models up to this size also get fused projections (a copy of their attention and MLP weights,
-# made per decode call, with q/k widened by RoPE's rotation): it pays only while a decode step is
-# bound by per-operator overhead. Measured per sampling call (batch 64, 6 tokens, fused vs not):
-# 83k parameters 7% faster (hybrid), 0.66M 20% slower, 2.6M 15% slower (BENCHMARKS.md).
+# Models up to this size get fused projections (a copy of their attention and MLP weights, made
+# per decode call, with q/k widened by RoPE's rotation): it pays only while a decode step is bound
+# by per-operator overhead. Measured per single-model sampling call (batch 64, 6 tokens, fused vs
+# not): 83k parameters about even, 0.66M 20% slower, 2.6M 15% slower (BENCHMARKS.md).
 FUSE_MAX_PARAMETERS = 250_000
+# Models up to this size, decoding equal-sized row sets together, get their weights stacked (a
+# copy per decode call) for one batched matmul per projection instead of one matmul per model.
+STACK_MAX_PARAMETERS = 20_000_000
 
 
-def small_model(model: nn.Module) -> bool:
-    return sum(p.numel() for p in model.parameters()) <= FUSE_MAX_PARAMETERS
+def parameters_at_most(models: list[nn.Module], limit: int) -> bool:
+    return all(sum(p.numel() for p in model.parameters()) <= limit for model in models)
 
 
 def choose_engine(models: list[nn.Module], requested: str) -> str:
@@ -229,8 +232,8 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
     total = len(weights)
     if engine == "transformers":
         return [_TransformersRunner(model, rows, weights[rows, k], name, total) for k, model, name, rows in used]
-    # Small models: also fuse q/k/v (with RoPE's rotation) and gate/up into one matmul each (a copy).
-    fuse = all(small_model(u[1]) for u in used)
+    models = [u[1] for u in used]
+    fuse, stack = parameters_at_most(models, FUSE_MAX_PARAMETERS), parameters_at_most(models, STACK_MAX_PARAMETERS)
     groups = [used] if engine == "stacked" else [[u] for u in used]
     return [
         _StackedRunner(
@@ -240,6 +243,7 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
             [u[2] for u in g],
             width,
             fuse,
+            stack,
             total,
         )  # fmt: skip
         for g in groups

@@ -9,8 +9,10 @@ rows are laid out model after model ("segments"), every elementwise operator, th
 the KV cache are shared by all rows, and only the linear layers run once per segment, each on its
 own model's weights. No row is padded and no weight is copied, so PILAF's step costs the policy's
 rows plus the reference's rows (the 3/2 cost model), in nearly the operator count of one model.
-For small models the q/k/v (with RoPE's rotation folded in) and gate/up projections are also
-fused into one matmul each (`fuse`, a copy of those weights).
+When the models' segments are equal-sized (hybrid; PILAF's mixture rows) their weights can be
+stacked for one batched matmul per projection (`stack`, a copy of the weights). For tiny models
+the q/k/v (with RoPE's rotation folded in) and gate/up projections are also fused into one matmul
+each (`fuse`, a copy of those weights).
 
 Supported: the Llama layer layout (q/k/v/o projections with optional bias, gate/up/down MLP,
 RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `unsupported_reason` says
@@ -84,7 +86,7 @@ def _batched(pairs: list[tuple[Tensor, Tensor | None]]) -> _Batched:
 class _Layer:
     """One decoder layer's weights per model: lists of (weight [out, in], bias [out] | None)."""
 
-    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int, batched: bool = False) -> None:
+    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int, stack: bool = False) -> None:
         def linear(name: str, parent: str) -> list[tuple[Tensor, Tensor | None]]:
             modules = [getattr(getattr(layer, parent), name) for layer in layers]
             return [(m.weight, m.bias) for m in modules]
@@ -101,8 +103,12 @@ class _Layer:
             else None
         )
         self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
-        if batched:  # small models, equal-sized segments: one batched matmul for all of them
+        if stack and fuse:  # equal-sized segments: one batched matmul for all the models
             self.qkv, self.gate_up = _batched(self.qkv), _batched(self.gate_up)
+        elif stack:
+            self.q, self.k, self.v = _batched(self.q), _batched(self.k), _batched(self.v)
+            self.gate, self.up = _batched(self.gate), _batched(self.up)
+        if stack:
             self.o, self.down = _batched(self.o), _batched(self.down)
         self.input_norm = [layer.input_layernorm.weight for layer in layers]
         self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
@@ -135,7 +141,10 @@ class StackedDecoder:
     of this decoder's batch (rows laid out model after model).
     """
 
-    def __init__(self, models: Sequence[nn.Module], rows: Sequence[Tensor], max_positions: int, fuse: bool = False):
+    def __init__(
+        self, models: Sequence[nn.Module], rows: Sequence[Tensor], max_positions: int, fuse: bool = False,
+        stack: bool = False,
+    ) -> None:  # fmt: skip
         config = models[0].config
         self.flat_rows = torch.cat(list(rows))  # [N]
         self.sizes = [len(r) for r in rows]  # rows per segment
@@ -146,10 +155,10 @@ class StackedDecoder:
         self.eps = config.rms_norm_eps
         self.act = ACT2FN[config.hidden_act]
         self.rotary = models[0].model.rotary_emb
-        # Equal-sized segments of small models (hybrid; PILAF's mixture rows): stacked weights, bmm.
-        batched = fuse and len(models) > 1 and len(set(self.sizes)) == 1
+        # Equal-sized segments (hybrid; PILAF's mixture rows): stacked weights, one bmm per projection.
+        stack = stack and len(models) > 1 and len(set(self.sizes)) == 1
         per_layer = zip(*(m.model.layers for m in models))
-        self.layers = [_Layer(layers, fuse, self.head_dim, batched) for layers in per_layer]
+        self.layers = [_Layer(layers, fuse, self.head_dim, stack) for layers in per_layer]
         self.embeddings = [m.model.embed_tokens.weight for m in models]
         self.norm = [m.model.norm.weight for m in models]
         self.head = [(m.lm_head.weight, m.lm_head.bias) for m in models]

@@ -61,13 +61,17 @@ def exact_logprobs(policy, reference, prompts, masks, sources, out, coef, temper
     return logp * out.mask
 
 
-@pytest.mark.parametrize("fuse_limit", [10**9, 0], ids=["fused", "unfused"])
+@pytest.mark.parametrize(
+    "limits", [(10**9, 10**9), (0, 10**9), (0, 0)], ids=["fused-stacked", "unfused-stacked", "per-model"]
+)
 @pytest.mark.parametrize("padded", [True, False], ids=["left-padded", "unpadded"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded, fuse_limit, monkeypatch):
-    # Fused projections (small models) and per-projection matmuls (larger ones) are both exact.
-    monkeypatch.setattr(generation, "FUSE_MAX_PARAMETERS", fuse_limit)
+def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded, limits, monkeypatch):
+    # Fused projections (tiny models), stacked weights over equal row sets (small ones; here 18
+    # policy and 18 reference rows) and one matmul per model per projection are all exact.
+    monkeypatch.setattr(generation, "FUSE_MAX_PARAMETERS", limits[0])
+    monkeypatch.setattr(generation, "STACK_MAX_PARAMETERS", limits[1])
     policy, reference = ARCHITECTURES[architecture](0), ARCHITECTURES[architecture](1)
     coef, temperature = 0.7, 1.5
     generator = torch.Generator().manual_seed(3)
