@@ -47,7 +47,7 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install-bench  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~40 min; BENCHMARKS.md)
+bench: install-bench  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~12 min; BENCHMARKS.md)
 	$(PY) -m pilaf_exp.bench $(ARGS)
 
 bench-quick: install-bench  ## a ~2 min smoke run of `make bench` (CI runs it; its numbers are not the reported ones)

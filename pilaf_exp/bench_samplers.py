@@ -52,7 +52,7 @@ def setup(args: argparse.Namespace):
 
 
 def time_samplers(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """(engine, sampler) -> seconds per pair and forward passes per pair, per repeat."""
+    """(engine, sampler) -> seconds per pair, forward passes per pair and response tokens/s, per repeat."""
     policy, reference, prompts, mask = setup(args)
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     for repeat in range(args.repeats + 1):  # repeat 0 warms up and is discarded
@@ -64,8 +64,9 @@ def time_samplers(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, l
                 pairs = sampler.sample(policy, reference, prompts, mask, spec, generator)
                 elapsed = time.perf_counter() - start
                 if repeat:
-                    row = results.setdefault((engine, sampler.name), {"s": [], "passes": []})
+                    row = results.setdefault((engine, sampler.name), {"s": [], "passes": [], "tokens/s": []})
                     row["s"].append(elapsed / args.batch)
+                    row["tokens/s"].append(float(pairs.mask_a.sum() + pairs.mask_b.sum()) / elapsed)
                     row["passes"].append((pairs.generation_passes + pairs.selection_passes) / args.batch)
     return results
 
@@ -76,7 +77,7 @@ def print_table(args: argparse.Namespace, results: dict) -> None:
         f"{args.layers} layers, vocab {args.vocab}, {torch.get_num_threads()} threads, {args.repeats} repeats"
     )
     print(
-        f"{'engine':<13} {'sampler':<10} {'ms/pair median (min-max)':>27} {'passes/pair':>11} "
+        f"{'engine':<13} {'sampler':<10} {'ms/pair median (min-max)':>27} {'tokens/s':>9} {'passes/pair':>11} "
         f"{'vs vanilla':>11} {'vs transformers':>16}"
     )
     for (engine, name), row in results.items():
@@ -87,7 +88,8 @@ def print_table(args: argparse.Namespace, results: dict) -> None:
         speedup = f"{statistics.median(hf['s']) / median:.2f}x faster" if hf else "-"
         spread = f"{1e3 * median:.3f} ({1e3 * min(row['s']):.3f}-{1e3 * max(row['s']):.3f})"
         print(
-            f"{engine:<13} {name:<10} {spread:>27} {statistics.mean(row['passes']):>11.2f} "
+            f"{engine:<13} {name:<10} {spread:>27} {statistics.median(row['tokens/s']):>9.0f} "
+            f"{statistics.mean(row['passes']):>11.2f} "
             f"{ratio:>10.2f}x {speedup:>16}"
         )
 
