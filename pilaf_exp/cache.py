@@ -43,6 +43,19 @@ def checkpoint_fingerprint(path: str | None) -> dict | None:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 of the modules' parameters and buffers (names, dtypes, shapes, values): a cache
+    computed from models is keyed by what they are, not only by the config that built them (a
+    code change can change the weights, e.g. an oracle calibrated on a different random draw)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            flat = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers too (the calibration)
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def load_or_build_model(
     root: Path, spec: dict, build: Callable[[], PreTrainedModel], dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:

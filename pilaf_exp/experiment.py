@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from pilaf_exp import outputs
-from pilaf_exp.cache import checkpoint_fingerprint, load_or_build_model, load_or_compute_json
+from pilaf_exp.cache import checkpoint_fingerprint, load_or_build_model, load_or_compute_json, weights_fingerprint
 from pilaf_exp.checkpointing import Checkpointer
 from pilaf_exp.checks import ConfigError, validate
 from pilaf_exp.generation import POLICY, DecodeSpec, check_kv_budget, decode
@@ -217,7 +217,10 @@ def exact_optimum(exp: Experiment) -> dict[str, float]:
     if count <= 0 or not getattr(exp.task, "enumerable", False):
         return {}
     beta = float(exp.cfg.algo.beta)
-    spec = {"stage": "optimum", "base": exp.base_spec(), "beta": beta, "prompts": count}
+    # Keyed by the reference's and the calibrated oracle's actual weights too: the config alone
+    # does not fix them across code versions (the calibration draws from pi_ref).
+    weights = weights_fingerprint(exp.reference, exp.oracle)
+    spec = {"stage": "optimum", "base": exp.base_spec(), "beta": beta, "prompts": count, "weights": weights}
     prompts = exp.task.test.ids[:count]
     task = exp.task
     return load_or_compute_json(
