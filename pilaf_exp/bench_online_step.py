@@ -28,15 +28,15 @@ and TRL's tokenizer has an EOS id the 64-token policy cannot emit. The mean resp
 produced is measured and printed for both. Nothing is downloaded: TRL gets a local character-level
 tokenizer (one character per policy token id). The package itself never imports trl; this script
 does, and exits 2 with an install hint when it is missing.
+
+The TRL side is `bench_online_trl`; what both sides are built from is `bench_online_common`.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -51,44 +51,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
-from torch import Tensor, nn
 
-from pilaf_exp.checks import validate
-from pilaf_exp.cli import CONF_DIR
-from pilaf_exp.data import prompt_stream
-from pilaf_exp.experiment import Experiment, build
+from pilaf_exp.bench_online_common import (
+    VOCAB,
+    Result,
+    build_experiment,
+    compose_config,
+    prompt_alphabet,
+    weight_change,
+)
+from pilaf_exp.bench_online_trl import load_trl, run_trl
+from pilaf_exp.experiment import Experiment
 from pilaf_exp.ledger import Ledger
-
-VOCAB = 64  # policy vocabulary (DESIGN.md s.6); the reward model adds one padding id
-ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"  # one character per token id
-MAX_PROMPTS = 2**18  # the embedded task lists every prompt: keep that list small
-NO_EVAL = 10**9  # eval_every: no evaluation between the first and the last step
-TRL_MISSING = "error: pilaf_exp.bench_online_step needs TRL 1.9.x: pip install -e '.[bench]'"
-
-
-@dataclass
-class Result:
-    method: str  # "pilaf_exp vanilla", "pilaf_exp pilaf", "TRL"
-    new_tokens: int
-    batch: int
-    seconds: list[float]  # per timed step
-    losses: list[float]  # DPO loss per timed step
-    margins: list[float]  # mean implicit-reward margin (chosen - rejected) per timed step
-    response_tokens: float  # mean tokens per sampled response over the timed steps
-    weight_change: float  # L2 norm of (final - initial) policy weights
-    phases: dict[str, float] = field(default_factory=dict)  # median seconds per step of named parts
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    @property
-    def pairs_per_second(self) -> float:
-        return self.batch / self.median
-
 
 # ---------------------------------------------------------------------------------------------- pilaf_exp
 
@@ -154,60 +129,6 @@ class TimedExperiment(Experiment):
         return super().trainer(callbacks=self.callbacks, **kwargs)
 
 
-def prompt_alphabet(prompt_length: int) -> int:
-    """Tokens the embedded task draws prompts from: it enumerates alphabet**length prompts."""
-    alphabet = VOCAB
-    while alphabet > 2 and alphabet**prompt_length > MAX_PROMPTS:
-        alphabet -= 1
-    return alphabet
-
-
-def compose_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_dir: Path) -> DictConfig:
-    """The package's real config, resized to the benchmark's shapes."""
-    positions = args.prompt_length + new_tokens
-    overrides = [
-        f"sampler={sampler}",
-        "logger=csv",  # no W&B
-        f"output_dir={out_dir}",
-        f"cache_dir={os.environ.get('PILAF_CACHE_DIR', '/tmp/pilaf_bench_cache')}",
-        f"seed={args.seed}",
-        # Prompts from a smaller alphabet when needed (the task lists them all); the models see 64 ids.
-        f"task.vocab_size={prompt_alphabet(args.prompt_length)}",
-        f"task.prompt_length={args.prompt_length}",
-        f"task.response_length={new_tokens}",
-        "task.num_test_prompts=16",  # the (untimed) evaluations at the first and last step stay short
-        f"model.policy.vocab_size={VOCAB}",
-        f"model.policy.hidden_size={args.hidden}",
-        f"model.policy.num_layers={args.layers}",
-        f"model.policy.max_positions={positions}",
-        f"oracle.model.vocab_size={VOCAB}",
-        f"oracle.model.max_positions={positions}",
-        "oracle.calibration_prompts=256",
-        "model.sft.steps=0",  # the seeded initial weights are the reference: no SFT before the benchmark
-        f"model.batch_size={args.batch}",
-        f"algo.steps={args.warmup + args.steps}",
-        f"algo.eval_every={NO_EVAL}",
-        "eval.optimum_prompts=0",
-        "checkpoint.every_n_steps=null",
-        "trainer.enable_progress_bar=false",
-    ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    validate(cfg)
-    return cfg
-
-
-def build_experiment(cfg: DictConfig) -> Experiment:
-    L.seed_everything(int(cfg.seed), verbose=False)  # as experiment.run does before building
-    return build(cfg)
-
-
-def weight_change(policy: nn.Module, initial: nn.Module) -> float:
-    after = torch.cat([p.detach().flatten() for p in policy.parameters()])
-    before = torch.cat([p.detach().flatten() for p in initial.parameters()])
-    return (after - before).norm().item()
-
-
 def mean_response_tokens(ledger_dir: Path, first_step: int) -> float:
     """Tokens per sampled response, from the pairs the run wrote to its ledger."""
     lengths = [
@@ -238,156 +159,6 @@ def run_pilaf(args: argparse.Namespace, sampler: str, new_tokens: int, workdir: 
         weight_change=weight_change(fitted.policy, exp.reference),
         phases={name: statistics.median(values[timed]) for name, values in timer.phases.items()},
     )
-
-
-# ---------------------------------------------------------------------------------------------------- TRL
-
-
-def load_trl() -> tuple[type, type]:
-    """TRL's OnlineDPOTrainer and OnlineDPOConfig, or exit 2 with the install hint."""
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # we know it is experimental
-    try:
-        from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
-    except ImportError:
-        print(TRL_MISSING)
-        sys.exit(2)
-    return OnlineDPOTrainer, OnlineDPOConfig
-
-
-def char_tokenizer() -> Any:
-    """A local tokenizer for both TRL models: character i <-> token id i, plus <pad> (64, the
-    reward model's padding id) and <eos> (65, which the 64-token policy can never emit).
-    Characters split individually and join without spaces, so TRL's text round trip
-    (decode the completion, re-tokenize prompt + completion for the reward model) keeps the ids."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(ALPHABET)} | {"<pad>": VOCAB, "<eos>": VOCAB + 1}
-    tok = Tokenizer(models.WordLevel(vocab))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-
-
-def as_text(ids: Tensor) -> list[str]:
-    return ["".join(ALPHABET[i] for i in row) for row in ids.tolist()]
-
-
-def recording(trainer_class: type) -> type:
-    """TRL's trainer, unchanged, that also keeps each step's loss, margin and response lengths."""
-
-    class RecordingOnlineDPOTrainer(trainer_class):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.losses: list[float] = []
-            self.margins: list[float] = []
-            self.response_tokens: list[float] = []
-
-        def _generate(self, model: nn.Module, prompts: list, images: Any = None) -> tuple[Tensor, ...]:
-            out = super()._generate(model, prompts, images)
-            self.response_tokens.append(out[3].sum(-1).float().mean().item())  # completion mask [2B, T]
-            return out
-
-        def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: Any = None) -> Tensor:
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            self.losses.append(loss.item())
-            self.margins.append(self.stats["rewards/margins"][-1])
-            return loss
-
-    return RecordingOnlineDPOTrainer
-
-
-def hf_step_timer() -> Any:
-    from transformers import TrainerCallback
-
-    class HFStepTimer(TrainerCallback):
-        """Wall time of each optimizer step: generation, rewards, loss, backward, clip, AdamW."""
-
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.seconds.append(time.perf_counter() - self.start)
-
-    return HFStepTimer()
-
-
-def run_trl(args: argparse.Namespace, new_tokens: int, workdir: Path) -> tuple[Result, dict[str, Any]]:
-    trainer_class, config_class = load_trl()
-    import datasets
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    # The same weights, reward model and prompts as the pilaf_exp runs: build them the same way.
-    exp = build_experiment(compose_config(args, "vanilla", new_tokens, workdir / f"trl_build_{new_tokens}"))
-    policy = exp.new_policy()
-    initial = copy.deepcopy(exp.reference)
-    reward_model = copy.deepcopy(exp.oracle.model)  # raw scores: the oracle's affine calibration keeps the order
-    steps = args.warmup + args.steps
-    # The prompts pilaf_exp's runs train on (its seeded stream); TRL's own sampler shuffles their order.
-    prompts = torch.cat([ids for ids, _ in prompt_stream(exp.task.train, args.batch, steps, exp.seed)])
-    tokenizer = char_tokenizer()
-    text = as_text(prompts)
-    if tokenizer(text, add_special_tokens=False)["input_ids"] != prompts.tolist():
-        raise RuntimeError("the character tokenizer does not give back the prompt token ids")
-    config = config_class(
-        output_dir=str(workdir / f"trl_{new_tokens}"),
-        per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1,
-        max_steps=steps,
-        learning_rate=float(exp.cfg.algo.lr),  # explicit: TRL's default is 5e-7
-        lr_scheduler_type="constant",  # pilaf_exp: plain AdamW, no schedule
-        weight_decay=0.01,  # torch AdamW's default, which pilaf_exp uses
-        beta=float(exp.cfg.algo.beta),
-        temperature=1.0,  # TRL's default is 0.9
-        max_new_tokens=new_tokens,
-        max_length=args.prompt_length + new_tokens,  # no left truncation of the prompt
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=int(exp.cfg.trainer.log_every_n_steps),  # as often as pilaf_exp's Lightning logger
-        disable_tqdm=True,
-        dataloader_pin_memory=False,
-        seed=args.seed,
-    )
-    timer = hf_step_timer()
-    trainer = recording(trainer_class)(
-        model=policy,
-        reward_funcs=reward_model,
-        args=config,
-        train_dataset=datasets.Dataset.from_dict({"prompt": text}),
-        processing_class=tokenizer,
-        reward_processing_classes=char_tokenizer(),
-        callbacks=[timer],
-    )
-    for quiet in (PrinterCallback, ProgressCallback):  # the logs would go to stdout
-        trainer.remove_callback(quiet)
-    trainer.train()
-    timed = slice(args.warmup, None)
-    result = Result(
-        method="TRL",
-        new_tokens=new_tokens,
-        batch=args.batch,
-        seconds=timer.seconds[timed],
-        losses=trainer.losses[timed],
-        margins=trainer.margins[timed],
-        response_tokens=statistics.mean(trainer.response_tokens[timed]),
-        weight_change=weight_change(trainer.model, initial),
-    )
-    optim = trainer.args.optim
-    oracle = exp.cfg.oracle.model
-    settings = {
-        "optim": getattr(optim, "value", optim),
-        "max_grad_norm": trainer.args.max_grad_norm,
-        "reward_model": f"Llama hidden {oracle.hidden_size}, {oracle.num_layers} layers, scalar head",
-    }
-    return result, settings
 
 
 # -------------------------------------------------------------------------------------------------- report
