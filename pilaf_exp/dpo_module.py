@@ -113,13 +113,14 @@ class DPOModule(L.LightningModule):
         loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.beta)
         if not torch.isfinite(loss):
             self.stop_non_finite(f"train/loss is {loss.item()}")
+        mean_margin = margin.mean().detach()
         if self.logger_writes_this_step():
             self.log("train/loss", loss, prog_bar=True)
-            self.log("train/reward_margin", margin.mean())
+            self.log("train/reward_margin", mean_margin)
             self.log("train/accuracy", (margin > 0).float().mean())
             # Every rank labels the same number of pairs per step.
             self.log("annotations/total", float(self.record.annotations * self.trainer.world_size))
-        return {"loss": loss, "reward_margin": margin.mean().detach()}
+        return {"loss": loss, "reward_margin": mean_margin}
 
     def logger_writes_this_step(self) -> bool:
         """Whether Lightning's loggers write this step's values (every `log_every_n_steps`).

@@ -201,8 +201,8 @@ FUSE_MAX_PARAMETERS = 250_000
 STACK_MAX_PARAMETERS = 20_000_000
 
 
-def parameters_at_most(models: list[nn.Module], limit: int) -> bool:
-    return all(sum(p.numel() for p in model.parameters()) <= limit for model in models)
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def choose_engine(models: list[nn.Module], requested: str) -> str:
@@ -232,8 +232,8 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
     total = len(weights)
     if engine == "transformers":
         return [_TransformersRunner(model, rows, weights[rows, k], name, total) for k, model, name, rows in used]
-    models = [u[1] for u in used]
-    fuse, stack = parameters_at_most(models, FUSE_MAX_PARAMETERS), parameters_at_most(models, STACK_MAX_PARAMETERS)
+    largest = max((parameter_count(u[1]) for u in used), default=0)
+    fuse, stack = largest <= FUSE_MAX_PARAMETERS, largest <= STACK_MAX_PARAMETERS
     groups = [used] if engine == "stacked" else [[u] for u in used]
     return [
         _StackedRunner(

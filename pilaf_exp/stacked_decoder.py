@@ -7,8 +7,8 @@ own rotary table, SDPA, gated MLP) straight on the models' weights with a preall
 Several same-architecture models (PILAF's policy and reference) decode as one ragged batch: the
 rows are laid out model after model ("segments"), every elementwise operator, the attention and
 the KV cache are shared by all rows, and only the linear layers run once per segment, each on its
-own model's weights. No row is padded and no weight is copied, so PILAF's step costs the policy's
-rows plus the reference's rows (the 3/2 cost model), in nearly the operator count of one model.
+own model's weights. No row is padded, so PILAF's step costs the policy's rows plus the
+reference's rows (the 3/2 cost model), in nearly the operator count of one model.
 When the models' segments are equal-sized (hybrid; PILAF's mixture rows) their weights can be
 stacked for one batched matmul per projection (`stack`, a copy of the weights). For tiny models
 the q/k/v (with RoPE's rotation folded in) and gate/up projections are also fused into one matmul
@@ -103,13 +103,10 @@ class _Layer:
             else None
         )
         self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
-        if stack and fuse:  # equal-sized segments: one batched matmul for all the models
-            self.qkv, self.gate_up = _batched(self.qkv), _batched(self.gate_up)
-        elif stack:
-            self.q, self.k, self.v = _batched(self.q), _batched(self.k), _batched(self.v)
-            self.gate, self.up = _batched(self.gate), _batched(self.up)
-        if stack:
-            self.o, self.down = _batched(self.o), _batched(self.down)
+        if stack:  # equal-sized segments: one batched matmul per projection for all the models
+            projections = ("qkv", "gate_up", "o", "down") if fuse else ("q", "k", "v", "gate", "up", "o", "down")
+            for name in projections:
+                setattr(self, name, _batched(getattr(self, name)))
         self.input_norm = [layer.input_layernorm.weight for layer in layers]
         self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
 
