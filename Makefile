@@ -54,10 +54,10 @@ bench-quick: install-bench  ## a ~2 min smoke run of `make bench` (CI runs it; i
 	$(PY) -m pilaf_exp.bench --quick
 
 bench-samplers: install  ## only the sampler table (no TRL needed); extra args: make bench-samplers ARGS="--profile"
-	$(PY) -m pilaf_exp.bench_samplers $(ARGS)
+	$(PY) -m pilaf_exp.bench.samplers $(ARGS)
 
 bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, random weights (~20 min on 2 cores)
-	$(PY) -m pilaf_exp.bench_decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)
+	$(PY) -m pilaf_exp.bench.decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)
 
 clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 	rm -rf outputs multirun .pytest_cache

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from pilaf_exp.cli import CONF_DIR
+from pilaf_exp.infra.cli import compose_config
+from pilaf_exp.infra.quiet import quiet_framework_chatter
 
 # A short online run: enough steps for the policy to move, small enough for CI.
 SMALL = [
@@ -27,12 +26,7 @@ SMALL_ALGO = {
     "iterative": ["algo.iterations=2", "algo.prompts_per_iteration=128", "algo.batch_size=16", "algo.eval_every=4"],
 }
 
-warnings.filterwarnings("ignore", message=".*(does not have many workers|in eval mode|Experiment logs directory).*")
-
-
-def compose_config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+quiet_framework_chatter()
 
 
 @pytest.fixture(scope="session")

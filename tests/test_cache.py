@@ -7,9 +7,9 @@ import copy
 
 import torch
 
-from pilaf_exp.cache import load_or_compute_json, weights_fingerprint
-from pilaf_exp.models import seeded_reward_model, tiny_llama
-from pilaf_exp.oracle import RewardOracle
+from pilaf_exp.infra.cache import load_or_compute_json, weights_fingerprint
+from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 
 
 def test_json_cache_computes_once_per_spec(tmp_path):

@@ -4,13 +4,13 @@ strategies that need Python objects build."""
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import OmegaConf
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from pilaf_exp.checks import problems
+from pilaf_exp.infra.cli import compose_config
+from pilaf_exp.infra.config_checks import problems
 
 PAPER = ["task=hh_rlhf", "oracle=skywork_8b"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pilaf_exp.data import prompt_stream
-from pilaf_exp.prompts import Prompts
+from pilaf_exp.data.prompts import Prompts
+from pilaf_exp.data.stream import prompt_stream
 
 PROMPTS = Prompts.unpadded(torch.arange(100)[:, None].repeat(1, 3))
 

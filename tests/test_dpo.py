@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from pilaf_exp.dpo import dpo_loss, implicit_reward, join, response_token_logprobs, sequence_logprob
+from pilaf_exp.data.text import join
+from pilaf_exp.models.logprobs import implicit_reward, response_token_logprobs, sequence_logprob
+from pilaf_exp.training.dpo import dpo_loss
 
 
 class TableLM(nn.Module):

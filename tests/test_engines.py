@@ -11,9 +11,18 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
 
 from pilaf_exp import generation
-from pilaf_exp.checks import ConfigError
-from pilaf_exp.generation import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, choose_engine, decode, mixture_weights
-from pilaf_exp.models import tiny_llama
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.models.builders import tiny_llama
+from pilaf_exp.sampling.decoding import (
+    MINUS,
+    PLUS,
+    POLICY,
+    REFERENCE,
+    DecodeSpec,
+    choose_engine,
+    decode,
+    mixture_weights,
+)
 
 VOCAB = 12
 ENGINES = ("stacked", "separate", "transformers")

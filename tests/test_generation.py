@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pilaf_exp.generation import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, check_same_vocabulary, decode
-from pilaf_exp.models import tiny_llama
+from pilaf_exp.models.builders import tiny_llama
+from pilaf_exp.sampling.decoding import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, check_same_vocabulary, decode
 
 VOCAB = 12
 
@@ -163,7 +163,7 @@ def test_a_policy_in_training_with_gradient_checkpointing_decodes_as_in_eval(mod
 
 
 def test_inverse_cdf_sampling_follows_the_distribution_and_never_draws_impossible_tokens():
-    from pilaf_exp.generation import sample_from
+    from pilaf_exp.sampling.decoding import sample_from
 
     probs = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
     rows = 40_000

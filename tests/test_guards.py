@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pilaf_exp.checks import ConfigError
-from pilaf_exp.experiment import run
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.run import run
 
 
 def test_an_unwritable_output_dir_fails_before_anything_is_built(small_cfg):

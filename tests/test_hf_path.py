@@ -12,13 +12,13 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import compose_config
 from hf_fixtures import save_policy, save_reward_model, write_hh_jsonl
 from transformers import AutoTokenizer
 
-from pilaf_exp.dpo import sequence_logprob
-from pilaf_exp.experiment import build, run
-from pilaf_exp.text import TextReencoder
+from pilaf_exp.infra.cli import compose_config
+from pilaf_exp.labelling.encoding import TextReencoder
+from pilaf_exp.models.logprobs import sequence_logprob
+from pilaf_exp.run import build, run
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_mismatched_tokenizers_go_through_text(real_parts, tmp_path):
 def test_mismatched_policy_and_reference_vocabularies_are_refused(real_parts, tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from pilaf_exp.generation import POLICY, DecodeSpec, decode
+    from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
 
     policy = AutoModelForCausalLM.from_pretrained(real_parts["policy"])
     config = LlamaConfig(**{**policy.config.to_dict(), "vocab_size": policy.config.vocab_size + 7})

@@ -9,7 +9,7 @@ ITERATIVE = ["algo=iterative"]  # shrunk by conftest: 2 rounds of 128 pairs, 16 
 
 def test_iterative_runs_and_shares_one_vanilla_first_round(small_cfg, tmp_path, sft_cache):
     runs = {s: small_cfg(*ITERATIVE, f"sampler={s}", out=tmp_path / s) for s in ("vanilla", "pilaf")}
-    from pilaf_exp.experiment import run
+    from pilaf_exp.run import run
 
     summaries = {s: run(cfg) for s, cfg in runs.items()}
     pilaf, vanilla = summaries["pilaf"], summaries["vanilla"]
@@ -33,7 +33,7 @@ def test_iterative_runs_and_shares_one_vanilla_first_round(small_cfg, tmp_path, 
 
 
 def test_without_the_protocol_switch_round_one_uses_the_sampler(small_cfg, tmp_path, sft_cache):
-    from pilaf_exp.experiment import run
+    from pilaf_exp.run import run
 
     summary = run(small_cfg(*ITERATIVE, "algo.vanilla_first_iteration=false", "sampler=hybrid", out=tmp_path / "h"))
     round1 = datasets.load_from_disk(str(tmp_path / "h" / "preferences" / "iteration_1"))

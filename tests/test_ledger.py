@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pilaf_exp.ledger import Ledger, ledger_entry
-from pilaf_exp.samplers import PairBatch
+from pilaf_exp.infra.ledger import Ledger, ledger_entry
+from pilaf_exp.sampling.samplers import PairBatch
 
 
 def entry(step: int) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from pilaf_exp.experiment import build, run
+from pilaf_exp.run import build, run
 
 SAMPLERS = ["vanilla", "best_of_n", "hybrid", "pilaf"]
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from pilaf_exp.dpo import sequence_logprob
-from pilaf_exp.models import seeded_reward_model, tiny_llama
-from pilaf_exp.optimum import all_sequences, enumerate_responses, optimum
-from pilaf_exp.oracle import RewardOracle
+from pilaf_exp.evaluation.optimum import all_sequences, enumerate_responses, optimum
+from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
+from pilaf_exp.models.logprobs import sequence_logprob
 
 VOCAB, PROMPT, LENGTH, BETA = 3, 2, 4, 0.5
 
@@ -70,7 +70,7 @@ def test_optimum_value_and_that_no_policy_beats_it(models):
 def test_trained_policies_never_beat_the_enumerated_optimum(small_cfg, tmp_path):
     """On a task small enough to enumerate every test prompt (4 tokens, responses of 4), the
     evaluated J of a policy trained with a large step size stays below J* within its sampling error."""
-    from pilaf_exp.experiment import run
+    from pilaf_exp.run import run
 
     small_task = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.optimum_prompts=16"]
     summary = run(small_cfg(*small_task, "sampler=pilaf", "algo.steps=40", "algo.lr=3e-3", "algo.eval_every=5"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pilaf_exp.models import seeded_reward_model
-from pilaf_exp.oracle import ArgmaxLabeler, BradleyTerryLabeler, RewardOracle
+from pilaf_exp.labelling.labelers import ArgmaxLabeler, BradleyTerryLabeler
+from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.models.builders import seeded_reward_model
 
 
 def test_bradley_terry_label_frequency_matches_sigmoid_of_score_gap():

@@ -10,7 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from pilaf_exp.report import formatted, main, ranks, summarise
+from pilaf_exp.report.__main__ import main
+from pilaf_exp.report.tables import formatted, ranks, summarise
 
 
 def test_ranks_mark_best_and_second_with_kl_lower_is_better():

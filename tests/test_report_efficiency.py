@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pilaf_exp.report_efficiency import annotation_efficiency, annotations_to_reach
+from pilaf_exp.report.efficiency import annotation_efficiency, annotations_to_reach
 
 STEPS = [0, 10, 20, 30, 40]
 ANNOTATIONS = [0.0, 100.0, 200.0, 300.0, 400.0]  # evaluations every 100 annotations

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pilaf_exp.dpo import implicit_reward, sequence_logprob
-from pilaf_exp.generation import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, decode
-from pilaf_exp.models import tiny_llama
-from pilaf_exp.samplers import BestOfNSampler, HybridSampler, PilafSampler, VanillaSampler
+from pilaf_exp.models.builders import tiny_llama
+from pilaf_exp.models.logprobs import implicit_reward, sequence_logprob
+from pilaf_exp.sampling.decoding import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, decode
+from pilaf_exp.sampling.samplers import BestOfNSampler, HybridSampler, PilafSampler, VanillaSampler
 
 VOCAB, SPEC = 10, DecodeSpec(max_new_tokens=5)
 

@@ -1,0 +1,99 @@
+"""What both sides of `bench_online_step` are built from: the package's real config resized to the
+benchmark's shapes, the experiment it builds, and the per-run result record."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from torch import nn
+
+from pilaf_exp.infra.cli import CONF_DIR
+from pilaf_exp.infra.config_checks import validate
+from pilaf_exp.run import Experiment, build
+
+VOCAB = 64  # policy vocabulary (DESIGN.md s.6); the reward model adds one padding id
+MAX_PROMPTS = 2**18  # the embedded task lists every prompt: keep that list small
+NO_EVAL = 10**9  # eval_every: no evaluation between the first and the last step
+
+
+@dataclass
+class Result:
+    method: str  # "pilaf_exp vanilla", "pilaf_exp pilaf", "TRL"
+    new_tokens: int
+    batch: int
+    seconds: list[float]  # per timed step
+    losses: list[float]  # DPO loss per timed step
+    margins: list[float]  # mean implicit-reward margin (chosen - rejected) per timed step
+    response_tokens: float  # mean tokens per sampled response over the timed steps
+    weight_change: float  # L2 norm of (final - initial) policy weights
+    phases: dict[str, float] = field(default_factory=dict)  # median seconds per step of named parts
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.batch / self.median
+
+
+def prompt_alphabet(prompt_length: int) -> int:
+    """Tokens the embedded task draws prompts from: it enumerates alphabet**length prompts."""
+    alphabet = VOCAB
+    while alphabet > 2 and alphabet**prompt_length > MAX_PROMPTS:
+        alphabet -= 1
+    return alphabet
+
+
+def compose_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_dir: Path) -> DictConfig:
+    """The package's real config, resized to the benchmark's shapes."""
+    positions = args.prompt_length + new_tokens
+    overrides = [
+        f"sampler={sampler}",
+        "logger=csv",  # no W&B
+        f"output_dir={out_dir}",
+        f"cache_dir={os.environ.get('PILAF_CACHE_DIR', '/tmp/pilaf_bench_cache')}",
+        f"seed={args.seed}",
+        # Prompts from a smaller alphabet when needed (the task lists them all); the models see 64 ids.
+        f"task.vocab_size={prompt_alphabet(args.prompt_length)}",
+        f"task.prompt_length={args.prompt_length}",
+        f"task.response_length={new_tokens}",
+        "task.num_test_prompts=16",  # the (untimed) evaluations at the first and last step stay short
+        f"model.policy.vocab_size={VOCAB}",
+        f"model.policy.hidden_size={args.hidden}",
+        f"model.policy.num_layers={args.layers}",
+        f"model.policy.max_positions={positions}",
+        f"oracle.model.vocab_size={VOCAB}",
+        f"oracle.model.max_positions={positions}",
+        "oracle.calibration_prompts=256",
+        "model.sft.steps=0",  # the seeded initial weights are the reference: no SFT before the benchmark
+        f"model.batch_size={args.batch}",
+        f"algo.steps={args.warmup + args.steps}",
+        f"algo.eval_every={NO_EVAL}",
+        "eval.optimum_prompts=0",
+        "checkpoint.every_n_steps=null",
+        "trainer.enable_progress_bar=false",
+    ]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    validate(cfg)
+    return cfg
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    L.seed_everything(int(cfg.seed), verbose=False)  # as experiment.run does before building
+    return build(cfg)
+
+
+def weight_change(policy: nn.Module, initial: nn.Module) -> float:
+    after = torch.cat([p.detach().flatten() for p in policy.parameters()])
+    before = torch.cat([p.detach().flatten() for p in initial.parameters()])
+    return (after - before).norm().item()

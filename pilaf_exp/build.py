@@ -1,0 +1,166 @@
+"""The parts of an experiment, built from its config: the task, the SFT reference (cached), the
+oracle (calibrated), the decoding rule, and how trainers are made."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel
+
+from pilaf_exp.data.task import Task
+from pilaf_exp.infra.cache import checkpoint_fingerprint, load_or_build_model
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.infra.signals import under_slurm
+from pilaf_exp.labelling.encoding import TextReencoder, same_tokenizer
+from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, check_kv_budget, decode
+from pilaf_exp.training.sft import train_sft
+
+
+@dataclass(frozen=True)
+class World:
+    """What every run on one (task, model, oracle) shares: the data and the two frozen models."""
+
+    task: Task
+    reference: PreTrainedModel  # the SFT model: pi_ref and the initial policy
+    oracle: RewardOracle
+
+
+def make(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra's instantiate, letting a loader's one-line ConfigError through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
+def resolved(cfg: DictConfig, *keys: str) -> dict:
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in keys}
+
+
+def reference_spec(cfg: DictConfig) -> dict:
+    """What fixes the SFT reference: the task, the policy checkpoint and the SFT settings (not
+    batch sizes or memory limits, which change how a run executes, not what it computes)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    spec = resolved(cfg, "task") | {"model": {k: model.get(k) for k in ("policy", "tokenizer", "sft")}}
+    fingerprint = checkpoint_fingerprint(cfg.model.policy.get("path"))
+    if fingerprint:
+        spec["checkpoint"] = fingerprint
+    return spec
+
+
+def world_spec(cfg: DictConfig) -> dict:
+    """What fixes the reference and the oracle: part of the key of every cache shared between runs."""
+    return reference_spec(cfg) | resolved(cfg, "oracle")
+
+
+def build_reference(cfg: DictConfig, task: Task) -> PreTrainedModel:
+    """The SFT model (reference and initial policy), from the on-disk cache when it exists.
+    With `model.sft.steps: 0` the checkpoint itself is the reference (already fine-tuned)."""
+    sft = cfg.model.sft
+    if int(sft.steps) == 0:
+        return make(cfg.model.policy)
+
+    def build() -> PreTrainedModel:
+        count = sft.get("demonstrations") or sft.steps * sft.batch_size
+        examples = task.sft_examples(count, torch.Generator().manual_seed(sft.seed))
+        with torch.random.fork_rng():
+            L.seed_everything(sft.seed, verbose=False)
+            policy = make(cfg.model.policy)
+            # SFT runs on one device of the configured accelerator (see README: paper setting).
+            trainer = partial(instantiate(cfg.trainer), devices=1, strategy="auto")
+            return train_sft(policy, examples, sft.lr, sft.batch_size, sft.steps, sft.seed, trainer)
+
+    dtype = getattr(torch, cfg.model.policy.get("dtype", "float32"))
+    return load_or_build_model(Path(cfg.cache_dir) / "sft", reference_spec(cfg), build, dtype=dtype)
+
+
+def build_oracle(cfg: DictConfig, task: Task, reference: PreTrainedModel) -> RewardOracle:
+    """The oracle; a proxy oracle (oracle.target_std set) is calibrated to mean 0 / std
+    `target_std` on pi_ref's train responses."""
+    model = make(cfg.oracle.model)
+    encoder = None
+    if cfg.oracle.get("tokenizer") is not None:
+        oracle_tokenizer = make(cfg.oracle.tokenizer)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = oracle_tokenizer.pad_token_id
+        if not same_tokenizer(task.tokenizer, oracle_tokenizer):
+            encoder = TextReencoder(task.tokenizer, oracle_tokenizer, task.to_messages, int(cfg.oracle.max_length))
+    elif task.tokenizer is not None and model.config.vocab_size < len(task.tokenizer):
+        raise ConfigError(
+            f"oracle.tokenizer is null (share the policy's) but the oracle's vocabulary ({model.config.vocab_size}) "
+            f"is smaller than the policy tokenizer's ({len(task.tokenizer)}): set oracle.tokenizer.path"
+        )
+    oracle = RewardOracle(model, pad_token_id=model.config.pad_token_id, encoder=encoder).eval()
+    if cfg.oracle.get("target_std") is not None:
+        generator = torch.Generator().manual_seed(cfg.task.get("seed", 0))
+        count = min(int(cfg.oracle.calibration_prompts), len(task.train))
+        prompts = task.train[torch.randperm(len(task.train), generator=generator)[:count]]
+        sources = torch.full((count,), POLICY)
+        out = decode(reference, reference, prompts.ids, prompts.mask, sources, task.decode_spec(1.0), generator)
+        raw = oracle.raw_score(prompts.ids, prompts.mask, out.tokens, out.mask)
+        oracle.calibrate(raw, float(cfg.oracle.target_std))
+    return oracle
+
+
+def build_world(cfg: DictConfig) -> World:
+    tokenizer = make(cfg.model.tokenizer) if cfg.model.get("tokenizer") is not None else None
+    task = make(cfg.task, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    reference = build_reference(cfg, task)
+    if tokenizer is not None and len(tokenizer) > reference.config.vocab_size:
+        raise ConfigError(
+            f"model.tokenizer has {len(tokenizer)} tokens but the policy's vocabulary is {reference.config.vocab_size}"
+        )
+    return World(task, reference, build_oracle(cfg, task, reference))
+
+
+def decode_spec(cfg: DictConfig, task: Task, temperature: float) -> DecodeSpec:
+    """The task's decoding rule at `temperature`, in chunks of model.generation.batch_size rows."""
+    generation = cfg.model.generation
+    return replace(
+        task.decode_spec(temperature),
+        max_rows=generation.batch_size,
+        max_kv_cache_gb=generation.get("max_kv_cache_gb"),
+        engine=generation.get("engine", "auto"),
+    )
+
+
+def check_decode_budget(world: World, spec: DecodeSpec) -> None:
+    """Fail before training if the configured decode batch cannot fit the KV-cache budget."""
+    positions = world.task.train.ids.shape[1] + spec.max_new_tokens
+    check_kv_budget([(world.reference, spec.max_rows), (world.reference, spec.max_rows)], positions, spec)
+
+
+def initial_policy(cfg: DictConfig, reference: PreTrainedModel) -> PreTrainedModel:
+    """A trainable copy of the reference."""
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    if cfg.model.get("gradient_checkpointing"):
+        policy.gradient_checkpointing_enable()
+    return policy.train()
+
+
+def trainer_factory(cfg: DictConfig, loggers: list, callbacks: list[L.Callback]):
+    """Makes the configured lightning.Trainer with the run's loggers and the caller's callbacks."""
+    extra: dict[str, Any] = {}
+    if under_slurm():  # our checkpoints handle pre-emption, not Lightning's hpc_ckpt
+        extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return partial(instantiate(cfg.trainer), logger=loggers, callbacks=list(callbacks), **extra)
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """Where work done outside the trainer (iterative DPO's sampling) runs."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if gpu else "cpu")

@@ -1,0 +1,74 @@
+"""On-disk caches shared between runs, keyed by a hash of what determines their content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from pilaf_exp.infra.atomic import publish_once
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_fingerprint(path: str | None) -> dict | None:
+    """Names, sizes and mtimes of a local checkpoint's files, so a cache built from it is rebuilt
+    when it changes in place; None for no path or a hub id (the id and revision name it)."""
+    if not path or not Path(path).expanduser().is_dir():
+        return None
+    files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file())
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """sha256 of the modules' parameters and buffers (names, dtypes, shapes, values): equal iff the
+    weights are. A cache computed from models is keyed by what they are, not only by the config that
+    built them (a code change can change the weights, e.g. an oracle calibrated on another draw)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            flat = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers too (the calibration)
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_or_build_model(
+    root: Path, spec: dict, build: Callable[[], PreTrainedModel], dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
+    """The causal LM cached under `spec`'s hash, built (and cached) on a miss."""
+    target = root / cache_key(spec)
+    if not (target / "config.json").exists():
+        log.info("cache miss: building %s", target)
+        model = build()
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+        model.save_pretrained(staging)
+        (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+        publish_once(staging, target)
+    # Reload even after a build, so a fresh and a cached run use the same stored weights.
+    return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+
+
+def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A small JSON result cached under `spec`'s hash, computed (and cached) on a miss."""
+    target = root / f"{cache_key(spec)}.json"
+    if not target.exists():
+        log.info("cache miss: computing %s", target)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
+        staging.write_text(json.dumps({"spec": spec, "result": compute()}, indent=2, sort_keys=True))
+        publish_once(staging, target)
+        staging.parent.rmdir()
+    return json.loads(target.read_text())["result"]

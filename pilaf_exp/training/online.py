@@ -1,0 +1,61 @@
+"""Online DPO (Guo et al. 2024): every step samples and labels pairs from the current policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from pilaf_exp.data.prompts import Prompts
+from pilaf_exp.data.stream import PromptStream
+from pilaf_exp.evaluation.evaluator import Evaluator
+from pilaf_exp.labelling.annotate import Annotator
+from pilaf_exp.labelling.preference_log import PreferenceLog
+from pilaf_exp.training.context import RunContext
+from pilaf_exp.training.module import OnlineDPOModule
+from pilaf_exp.training.record import Fitted, RunRecord
+from pilaf_exp.training.resume import latest_checkpoint, restore
+
+
+@dataclass
+class OnlineDPO:
+    beta: float
+    steps: int
+    batch_size: int  # pairs per step, per rank
+    lr: float
+    temperature: float  # of the sampled pairs (the annotator's decode spec)
+    eval_every: int
+    micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
+    name: ClassVar[str] = "online"
+
+    def fit(
+        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
+        run: RunContext,
+    ) -> Fitted:  # fmt: skip
+        """Train `policy` (the initial policy, trainable) on `prompts` (the train split)."""
+        record = RunRecord()
+        micro = self.micro_batch_size or self.batch_size
+        resumed = latest_checkpoint(run.checkpointer, run.resume)
+        start = 0
+        if resumed is not None:
+            path, checkpoint = resumed
+            start = restore(policy, record, checkpoint)
+            record.run_info["resumed_from"] = f"{path} (step {start})"
+        module = OnlineDPOModule(
+            policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
+            beta=self.beta, lr=self.lr, eval_every=self.eval_every, checkpointer=run.checkpointer,
+            resume_optimizer=resumed[1]["optimizer_states"][0] if resumed else None,
+            annotator=annotator, seed=run.seed, ledger_dir=run.output_dir / "ledger",
+        )  # fmt: skip
+        stream = PromptStream(prompts, self.batch_size, self.steps, run.seed, micro, start)
+        trainer = run.make_trainer(
+            max_steps=self.steps - start, max_epochs=1, accumulate_grad_batches=self.batch_size // micro,
+            use_distributed_sampler=False,  # the prompt stream splits itself across ranks
+        )  # fmt: skip
+        with run.stopwatch("fit"):
+            trainer.fit(module, datamodule=stream)
+        # Every pair of the run, including those labelled before an interruption, from the ledger.
+        record.preferences = PreferenceLog.from_ledger(module.ledger)
+        record.flush_preferences(run.output_dir / record.preferences_name())
+        return Fitted(policy, record)

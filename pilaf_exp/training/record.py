@@ -1,0 +1,89 @@
+"""What one run accumulates across its trainers (iterative DPO has one per round), and what an
+algorithm hands back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from pilaf_exp.labelling.preference_log import PreferenceLog
+from pilaf_exp.sampling.pairs import PairBatch
+
+
+@dataclass
+class RunRecord:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
+    preferences: PreferenceLog = field(default_factory=PreferenceLog)
+    pairs_labelled: int = 0
+    generation_passes: float = 0.0
+    selection_passes: float = 0.0
+    step_offset: int = 0  # training steps taken by earlier trainers of this run
+    notes: dict[str, Any] = field(default_factory=dict)  # provenance that goes into the summary
+    run_info: dict[str, Any] = field(default_factory=dict)  # how this process ran (timing.json, not the summary)
+    rank: int = 0  # this process's rank in a distributed run
+    world_size: int = 1
+
+    STATE: ClassVar[tuple[str, ...]] = (
+        "history",
+        "pairs_labelled",
+        "generation_passes",
+        "selection_passes",
+        "step_offset",
+    )
+
+    @property
+    def annotations(self) -> int:
+        """Responses shown to the oracle: 2 per labelled pair (the paper's annotation cost)."""
+        return 2 * self.pairs_labelled
+
+    def flush_preferences(self, path: Path) -> None:
+        """Save the pairs labelled since the last flush as an Arrow dataset, and start afresh."""
+        self.preferences.save(path)
+        self.preferences = PreferenceLog()
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint or a cached stage keeps of the record (not the pair log)."""
+        return {k: getattr(self, k) for k in self.STATE}
+
+    def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> PairBatch:
+        """Count and log one batch of labelled pairs; return them preferred-first (chosen, rejected)."""
+        self.preferences.add(step, pairs, a_preferred)
+        self.pairs_labelled += len(pairs)
+        self.generation_passes += pairs.generation_passes
+        self.selection_passes += pairs.selection_passes
+        return pairs.preferred_first(a_preferred)
+
+    def preferences_name(self) -> str:
+        """Where the labelled pairs go in the run directory: one dataset per rank when several."""
+        return "preferences" if self.world_size == 1 else f"preferences/rank_{self.rank}"
+
+    def recount(self, entries: list[dict[str, Any]]) -> None:
+        """Pair and pass counts from ledger entries (infra.ledger): this rank's own account."""
+        self.pairs_labelled = sum(len(e["a_preferred"]) for e in entries)
+        self.generation_passes = sum(e["pairs"]["generation_passes"] for e in entries)
+        self.selection_passes = sum(e["pairs"]["selection_passes"] for e in entries)
+
+    def cost_metrics(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """Annotations and passes per pair of the whole run (summed over ranks by `reduce`)."""
+        totals = torch.tensor([self.pairs_labelled, self.generation_passes, self.selection_passes], dtype=torch.double)
+        if reduce is not None:
+            totals = reduce(totals)
+        pairs, generation, selection = totals.tolist()
+        return {
+            "annotations/total": 2.0 * pairs,
+            "sampling/forward_passes_per_pair": generation / max(pairs, 1),
+            "sampling/selection_passes_per_pair": selection / max(pairs, 1),
+        }
+
+
+@dataclass
+class Fitted:
+    """What an algorithm hands back: the trained policy and the run's record."""
+
+    policy: nn.Module
+    record: RunRecord

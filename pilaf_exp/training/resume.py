@@ -1,0 +1,34 @@
+"""Where a run starts: the latest readable checkpoint (resume=auto) or nothing, and putting the
+policy, the run record and the random states back as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pilaf_exp.infra.checkpoints import Checkpointer, restore_rng_states
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.training.record import RunRecord
+
+
+def latest_checkpoint(checkpointer: Checkpointer, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to continue from; with resume=never, checkpoints in the way are an error."""
+    if not resume:
+        if checkpointer.saved():
+            raise ConfigError(f"resume=never but {checkpointer.directory} holds checkpoints: choose another output_dir")
+        return None
+    return checkpointer.latest()
+
+
+def restore(policy: nn.Module, record: RunRecord, checkpoint: dict[str, Any]) -> int:
+    """Load a checkpoint's policy weights, run record and random states; return its step."""
+    prefix = "policy."
+    policy.load_state_dict({k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+    saved = checkpoint["pilaf"]
+    for key, value in saved["record"].items():
+        setattr(record, key, value)
+    record.step_offset = saved["run_step"]
+    restore_rng_states(saved["rng"])
+    return saved["run_step"]

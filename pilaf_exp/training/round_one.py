@@ -1,0 +1,65 @@
+"""Iterative DPO's shared first round (paper protocol): vanilla sampling for every sampler,
+computed once per (reference, oracle, algorithm settings, seed), cached, and loaded by every
+sampler's run, so all of them continue from byte-identical weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from typing import TYPE_CHECKING
+
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from pilaf_exp.data.prompts import Prompts
+from pilaf_exp.evaluation.evaluator import Evaluator
+from pilaf_exp.infra.atomic import publish_once
+from pilaf_exp.infra.cache import cache_key
+from pilaf_exp.labelling.annotate import Annotator
+from pilaf_exp.sampling.samplers import VanillaSampler
+from pilaf_exp.training.context import RunContext
+from pilaf_exp.training.record import RunRecord
+from pilaf_exp.training.resume import restore
+
+if TYPE_CHECKING:
+    from pilaf_exp.training.iterative import IterativeDPO
+
+
+def shared_first_round(
+    algo: IterativeDPO, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator,
+    evaluator: Evaluator, run: RunContext, resume: dict | None = None,
+) -> RunRecord:  # fmt: skip
+    """Load round 1 into `policy` and return its record, or run it (from `resume`, a checkpoint taken
+    while this run was building it, when given) and cache it first."""
+    spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": algo.settings(), "seed": run.seed}
+    target = run.cache_dir / "iteration_1" / cache_key(spec)
+    cached = (target / "record.json").exists()
+    if not cached:
+        record = RunRecord()
+        if resume is not None:
+            restore(policy, record, resume)
+        vanilla = annotator.with_sampler(VanillaSampler())
+        algo.iterate(policy, reference, prompts, vanilla, evaluator, run, record, 1, resume)
+        staging = target.with_name(f".staging-{target.name}-{id(record)}")
+        policy.save_pretrained(staging / "policy")
+        shutil.copytree(run.output_dir / "preferences" / "iteration_1", staging / "preferences")
+        (staging / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))
+        publish_once(staging, target)  # a concurrent run that cached it first wins: theirs is used
+    else:
+        shutil.copytree(target / "preferences", run.output_dir / "preferences" / "iteration_1")
+    state = json.loads((target / "record.json").read_text())
+    state.pop("spec")
+    record = RunRecord(**state)
+    weights = (target / "policy" / "model.safetensors").read_bytes()
+    record.notes["round1/checkpoint_sha256"] = hashlib.sha256(weights).hexdigest()
+    record.notes["round1/cached"] = cached
+    if cached:  # replay round 1's evaluations into this run's loggers
+        for row in record.history:
+            for logger in run.loggers:
+                logger.log_metrics({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+    # Every run continues from the stored weights, so all samplers start byte-identical.
+    stored = AutoModelForCausalLM.from_pretrained(target / "policy", dtype=policy.dtype)
+    policy.load_state_dict(stored.state_dict())
+    policy.train()  # round 1 left it in eval mode (sampling)
+    return record
