@@ -37,7 +37,7 @@ test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, SLU
 	$(PY) -m pytest -q -m slow
 
 test-fast: install  ## unit tests only (no end-to-end runs)
-	$(PY) -m pytest -q tests/test_dpo.py tests/test_oracle.py tests/test_generation.py tests/test_samplers.py
+	$(PY) -m pytest -q tests/training/test_dpo.py tests/labelling tests/sampling/test_decoding.py tests/sampling/test_samplers.py
 
 lint: install  ## ruff lint + format check
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,12 @@
 """The parts of an experiment, built from its config: the task, the SFT reference (cached), the
-oracle (calibrated), the decoding rule, and how trainers are made."""
+oracle (calibrated), the annotator and the evaluator with their decoding rules, the algorithm,
+and the run's context (where it writes, how it resumes, how trainers are made)."""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,19 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
 from pilaf_exp.data.task import Task
+from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.infra.cache import checkpoint_fingerprint, load_or_build_model
+from pilaf_exp.infra.checkpoints import Checkpointer
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.infra.signals import under_slurm
+from pilaf_exp.infra.timing import Stopwatch
+from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.labelling.encoding import TextReencoder, same_tokenizer
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, check_kv_budget, decode
+from pilaf_exp.training.algorithm import Algorithm
+from pilaf_exp.training.context import RunContext
+from pilaf_exp.training.record import Fitted
 from pilaf_exp.training.sft import train_sft
 
 
@@ -109,7 +118,8 @@ def build_oracle(cfg: DictConfig, task: Task, reference: PreTrainedModel) -> Rew
         count = min(int(cfg.oracle.calibration_prompts), len(task.train))
         prompts = task.train[torch.randperm(len(task.train), generator=generator)[:count]]
         sources = torch.full((count,), POLICY)
-        out = decode(reference, reference, prompts.ids, prompts.mask, sources, task.decode_spec(1.0), generator)
+        spec = DecodeSpec.of(task.response_format, 1.0)
+        out = decode(reference, reference, prompts.ids, prompts.mask, sources, spec, generator)
         raw = oracle.raw_score(prompts.ids, prompts.mask, out.tokens, out.mask)
         oracle.calibrate(raw, float(cfg.oracle.target_std))
     return oracle
@@ -129,8 +139,9 @@ def build_world(cfg: DictConfig) -> World:
 def decode_spec(cfg: DictConfig, task: Task, temperature: float) -> DecodeSpec:
     """The task's decoding rule at `temperature`, in chunks of model.generation.batch_size rows."""
     generation = cfg.model.generation
-    return replace(
-        task.decode_spec(temperature),
+    return DecodeSpec.of(
+        task.response_format,
+        temperature,
         max_rows=generation.batch_size,
         max_kv_cache_gb=generation.get("max_kv_cache_gb"),
         engine=generation.get("engine", "auto"),
@@ -164,3 +175,54 @@ def device_of(cfg: DictConfig) -> torch.device:
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if gpu else "cpu")
+
+
+def run_context(cfg: DictConfig, loggers: list, stopwatch: Stopwatch, callbacks: Sequence[L.Callback]) -> RunContext:
+    ckpt = cfg.checkpoint
+    output_dir = Path(cfg.output_dir)
+    return RunContext(
+        seed=int(cfg.seed),
+        output_dir=output_dir,
+        checkpointer=Checkpointer(output_dir / "checkpoints", ckpt.every_n_steps, int(ckpt.keep)),
+        resume=cfg.resume == "auto",
+        make_trainer=trainer_factory(cfg, loggers, list(callbacks)),
+        loggers=loggers,
+        stopwatch=stopwatch,
+        device=device_of(cfg),
+        cache_dir=Path(cfg.cache_dir),
+        cache_spec=world_spec(cfg),
+    )
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Everything one run is made of; `fit()` hands each part to the algorithm explicitly."""
+
+    cfg: DictConfig
+    world: World
+    algorithm: Algorithm
+    annotator: Annotator
+    evaluator: Evaluator
+    context: RunContext
+
+    def fit(self) -> Fitted:
+        world = self.world
+        policy = initial_policy(self.cfg, world.reference)
+        return self.algorithm.fit(
+            policy, world.reference, world.task.train, self.annotator, self.evaluator, self.context
+        )
+
+
+def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
+    """The run's parts; `callbacks` go to every Lightning trainer of the run."""
+    world = build_world(cfg)
+    stopwatch = Stopwatch()
+    loggers = [instantiate(node) for node in cfg.logger.values()] if cfg.get("logger") else []
+    sampling = decode_spec(cfg, world.task, float(cfg.algo.temperature))
+    check_decode_budget(world, sampling)
+    annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
+    evaluation = decode_spec(cfg, world.task, float(cfg.eval.temperature))
+    ev = cfg.eval
+    evaluator = Evaluator(world.task.test, evaluation, float(cfg.algo.beta), int(ev.seed), int(ev.batch_size))
+    context = run_context(cfg, loggers, stopwatch, callbacks)
+    return Parts(cfg, world, instantiate(cfg.algo), annotator, evaluator, context)

@@ -13,33 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from pilaf_exp.build import (
-    World,
-    build_world,
-    check_decode_budget,
-    decode_spec,
-    device_of,
-    initial_policy,
-    trainer_factory,
-    world_spec,
-)
+from pilaf_exp.build import World, build_parts, world_spec
+from pilaf_exp.config_checks import validate
 from pilaf_exp.data.task import DemonstratingTask, EnumerableTask
-from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.evaluation.optimum import optimum
 from pilaf_exp.evaluation.policy_stats import describe_policy
 from pilaf_exp.infra.cache import load_or_compute_json, weights_fingerprint
-from pilaf_exp.infra.checkpoints import Checkpointer
-from pilaf_exp.infra.config_checks import validate
 from pilaf_exp.infra.signals import leave_for_requeue, under_slurm, usr1_as_sigterm
-from pilaf_exp.infra.timing import Stopwatch
-from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.report import run_outputs
-from pilaf_exp.training.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +47,6 @@ def exact_optimum(cfg: DictConfig, world: World) -> dict[str, float]:
     )
 
 
-def run_context(cfg: DictConfig, loggers: list, stopwatch: Stopwatch, callbacks: Sequence[L.Callback]) -> RunContext:
-    ckpt = cfg.checkpoint
-    output_dir = Path(cfg.output_dir)
-    return RunContext(
-        seed=int(cfg.seed),
-        output_dir=output_dir,
-        checkpointer=Checkpointer(output_dir / "checkpoints", ckpt.every_n_steps, int(ckpt.keep)),
-        resume=cfg.resume == "auto",
-        make_trainer=trainer_factory(cfg, loggers, list(callbacks)),
-        loggers=loggers,
-        stopwatch=stopwatch,
-        device=device_of(cfg),
-        cache_dir=Path(cfg.cache_dir),
-        cache_spec=world_spec(cfg),
-    )
-
-
 def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Run one experiment; write its outputs to cfg.output_dir; return the summary ({} on a stop
     signal and on ranks other than 0). `callbacks` go to every Lightning trainer of the run."""
@@ -90,28 +58,18 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
         run_outputs.claim_run_dir(out_dir, float(cfg.min_free_disk_gb))
         run_outputs.save_config(cfg, out_dir)
     L.seed_everything(cfg.seed, verbose=False)
-    started, stopwatch = time.perf_counter(), Stopwatch()
-    world = build_world(cfg)
-    loggers = [instantiate(node) for node in cfg.logger.values()] if cfg.get("logger") else []
-    algo = instantiate(cfg.algo)
-    sampling = decode_spec(cfg, world.task, float(cfg.algo.temperature))
-    check_decode_budget(world, sampling)
-    annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
-    evaluation = decode_spec(cfg, world.task, float(cfg.eval.temperature))
-    evaluator = Evaluator(
-        world.task.test, evaluation, float(cfg.algo.beta), int(cfg.eval.seed), int(cfg.eval.batch_size)
-    )
+    started = time.perf_counter()
+    parts = build_parts(cfg, callbacks)
+    world, stopwatch, loggers = parts.world, parts.context.stopwatch, parts.context.loggers
     with stopwatch("optimum"):
         fixed = exact_optimum(cfg, world)
     if isinstance(world.task, DemonstratingTask):
         fixed |= describe_policy(world.reference, world.task, float(cfg.algo.temperature))
     for logger in loggers:
         logger.log_metrics(fixed, step=0)
-    context = run_context(cfg, loggers, stopwatch, callbacks)
     try:
         with usr1_as_sigterm():
-            policy = initial_policy(cfg, world.reference)
-            fitted = algo.fit(policy, world.reference, world.task.train, annotator, evaluator, context)
+            fitted = parts.fit()
     except SIGTERMException:
         log.warning("stopped by a signal; checkpoint in %s: run the same command again to resume", out_dir)
         print(f"interrupted: checkpoint saved in {out_dir / 'checkpoints'}; run the same command again to resume")

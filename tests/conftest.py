@@ -9,7 +9,7 @@ import pytest
 from omegaconf import DictConfig
 
 from pilaf_exp.infra.cli import compose_config
-from pilaf_exp.infra.quiet import quiet_framework_chatter
+from pilaf_exp.infra.quiet import NOTICES, quiet_framework_chatter
 
 # A short online run: enough steps for the policy to move, small enough for CI.
 SMALL = [
@@ -27,6 +27,12 @@ SMALL_ALGO = {
 }
 
 quiet_framework_chatter()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest records every warning inside a test unless its own filters say otherwise: the same list.
+    for message in NOTICES:
+        config.addinivalue_line("filterwarnings", f"ignore:.*{message}.*")
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
     python -m pilaf_exp.bench [--quick] [--only samplers mixture online]
 
-1. samplers (`bench_samplers`): vanilla, PILAF, hybrid and best-of-N, wall time and forward passes
+1. samplers (`bench.samplers`): vanilla, PILAF, hybrid and best-of-N, wall time and forward passes
    per pair, on the lean engine and on the models' own `transformers` forward.
-2. mixture (`bench_mixture`): PILAF's interpolated decoding against TRL's `GeometricMixtureWrapper`
+2. mixture (`bench.mixture`): PILAF's interpolated decoding against TRL's `GeometricMixtureWrapper`
    (both of its generate paths), with each method's log-prob gap to the exact mixture, and the
    scaling of time per call with the response length (16 to 256 tokens).
-3. online (`bench_online_step`): one full online-DPO step against TRL's `OnlineDPOTrainer`, pairs/s.
+3. online (`bench.online_step`): one full online-DPO step against TRL's `OnlineDPOTrainer`, pairs/s.
 
 Sections 2 and 3 need TRL 1.9.x (`pip install -e '.[bench]'`, which `make bench` does). `--quick`
 shrinks every section to a smoke run of a minute or two (CI runs it so the benchmark cannot rot);
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from pilaf_exp import bench_mixture, bench_online_step, bench_samplers
+from pilaf_exp.bench import mixture, online_step, samplers
 
 FULL = {
     "samplers": ["--repeats", "200"],
@@ -31,7 +31,7 @@ QUICK = {
     "mixture": ["--new-tokens", "16", "--repeats", "1", "--hidden", "64", "--layers", "2", "--batch", "8"],
     "online": ["--new-tokens", "8", "--steps", "3", "--warmup", "1"],
 }
-SECTIONS = {"samplers": bench_samplers.main, "mixture": bench_mixture.main, "online": bench_online_step.main}
+SECTIONS = {"samplers": samplers.main, "mixture": mixture.main, "online": online_step.main}
 
 
 def main(argv: list[str] | None = None) -> None:

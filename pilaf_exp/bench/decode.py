@@ -37,7 +37,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from pilaf_exp.sampling.decoding import PLUS, DecodeSpec
-from pilaf_exp.sampling.samplers import PairSampler, PilafSampler, VanillaSampler
+from pilaf_exp.sampling.samplers import PilafSampler, Sampler, VanillaSampler
 
 
 def qwen25_05b_shape(layers: int = 24) -> Qwen2Config:
@@ -65,7 +65,11 @@ def spread(values: list[float], fmt: str = ".1f") -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def main() -> None:
+# Per batch size and sampler name, one entry per timed round.
+PerRound = dict[int, dict[str, list[float]]]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64], help="prompts (pairs) per sampling call")
     parser.add_argument("--prompt-length", type=int, default=32)
@@ -76,53 +80,60 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's, one per core)"
     )
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    return parser.parse_args(argv)
 
-    config = qwen25_05b_shape(args.layers)
-    start = time.perf_counter()
-    policy = random_model(config, seed=0)
-    reference = random_model(config, seed=1)
-    params = sum(p.numel() for p in policy.parameters())
-    print(f"built two models of {params / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
+@torch.inference_mode()
+def measure(
+    args: argparse.Namespace, policy: nn.Module, reference: nn.Module, vocab_size: int
+) -> tuple[PerRound, PerRound, dict[int, list[float]]]:
+    """Per batch size: a discarded warm-up call per sampler, then `args.repeats` timed rounds with the
+    order flipped every round. Returns wall seconds and forward passes per pair (per batch, per sampler,
+    per round) and PILAF's interpolated share of pairs (per batch, per round)."""
     spec = DecodeSpec(max_new_tokens=args.new_tokens)
-    samplers: list[PairSampler] = [VanillaSampler(), PilafSampler(coef=args.coef)]
-    # results[batch][sampler] -> per-round wall seconds / passes per pair / interpolated share
-    seconds: dict[int, dict[str, list[float]]] = {}
-    passes: dict[int, dict[str, list[float]]] = {}
+    samplers: dict[str, Sampler] = {"vanilla": VanillaSampler(), "pilaf": PilafSampler(coef=args.coef)}
+    seconds: PerRound = {}
+    passes: PerRound = {}
     interpolated: dict[int, list[float]] = {}
+    for batch in args.batch:
+        prompts = torch.randint(
+            0, vocab_size, (batch, args.prompt_length), generator=torch.Generator().manual_seed(batch)
+        )
+        mask = torch.ones_like(prompts)
+        seconds[batch] = {name: [] for name in samplers}
+        passes[batch] = {name: [] for name in samplers}
+        interpolated[batch] = []
+        for sampler in samplers.values():  # warm-up, discarded
+            sampler.sample(policy, reference, prompts, mask, spec, torch.Generator().manual_seed(0))
+        for repeat in range(1, args.repeats + 1):
+            order = list(samplers.items()) if repeat % 2 else list(samplers.items())[::-1]
+            for name, sampler in order:
+                generator = torch.Generator().manual_seed(repeat)
+                start = time.perf_counter()
+                pairs = sampler.sample(policy, reference, prompts, mask, spec, generator)
+                elapsed = time.perf_counter() - start
+                seconds[batch][name].append(elapsed)
+                passes[batch][name].append(pairs.generation_passes / batch)
+                if name == "pilaf":
+                    interpolated[batch].append((pairs.source_a == PLUS).float().mean().item())
+                print(
+                    f"batch {batch} round {repeat} {name}: {elapsed:.1f} s, "
+                    f"{pairs.generation_passes / batch:.2f} passes/pair, load average {os.getloadavg()[0]:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return seconds, passes, interpolated
 
-    with torch.inference_mode():
-        for batch in args.batch:
-            prompts = torch.randint(
-                0, config.vocab_size, (batch, args.prompt_length), generator=torch.Generator().manual_seed(batch)
-            )
-            mask = torch.ones_like(prompts)
-            seconds[batch] = {s.name: [] for s in samplers}
-            passes[batch] = {s.name: [] for s in samplers}
-            interpolated[batch] = []
-            for sampler in samplers:  # warm-up, discarded
-                sampler.sample(policy, reference, prompts, mask, spec, torch.Generator().manual_seed(0))
-            for repeat in range(1, args.repeats + 1):
-                order = samplers if repeat % 2 else samplers[::-1]
-                for sampler in order:
-                    generator = torch.Generator().manual_seed(repeat)
-                    start = time.perf_counter()
-                    pairs = sampler.sample(policy, reference, prompts, mask, spec, generator)
-                    elapsed = time.perf_counter() - start
-                    seconds[batch][sampler.name].append(elapsed)
-                    passes[batch][sampler.name].append(pairs.generation_passes / batch)
-                    if sampler.name == "pilaf":
-                        interpolated[batch].append((pairs.source_a == PLUS).float().mean().item())
-                    print(
-                        f"batch {batch} round {repeat} {sampler.name}: {elapsed:.1f} s, "
-                        f"{pairs.generation_passes / batch:.2f} passes/pair, load average {os.getloadavg()[0]:.2f}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
 
+def print_report(
+    args: argparse.Namespace,
+    config: Qwen2Config,
+    params: int,
+    seconds: PerRound,
+    passes: PerRound,
+    interpolated: dict[int, list[float]],
+) -> None:
+    """The setup line, the markdown table BENCHMARKS.md quotes, then the raw per-round wall times."""
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32; Qwen2.5-0.5B shape "
         f"(hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab {config.vocab_size}, "
@@ -152,6 +163,22 @@ def main() -> None:
     for batch in args.batch:  # raw per-round wall times, so a noisy round is visible
         rounds = "; ".join(f"{name} " + ", ".join(f"{s:.1f}" for s in times) for name, times in seconds[batch].items())
         print(f"batch {batch} wall s per round: {rounds}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    config = qwen25_05b_shape(args.layers)
+    start = time.perf_counter()
+    policy = random_model(config, seed=0)
+    reference = random_model(config, seed=1)
+    params = sum(p.numel() for p in policy.parameters())
+    print(f"built two models of {params / 1e6:.1f}M parameters in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    seconds, passes, interpolated = measure(args, policy, reference, config.vocab_size)
+    print_report(args, config, params, seconds, passes, interpolated)
 
 
 if __name__ == "__main__":

@@ -26,23 +26,31 @@ prompt + response; the exact mixture log-prob of every sampled token is compared
 the method sampled it from (pilaf_exp: `Decoded.logprobs`; TRL: log_softmax of the per-step
 `output_logits`, which the wrapper already returns as mixture log-probs). Reports max |gap| in nats
 over all tokens and calls. `--scaling` adds time per call and per token position against length.
-A benchmark to run by hand (it needs TRL: pip install -e '.[bench]'), not a test.
+A benchmark to run by hand (it needs TRL: pip install -e '.[bench]'), not a test. The command line
+and the printed / JSON report live in `bench.mixture_report`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from pilaf_exp.bench.mixture_report import (
+    Result,
+    parse_args,
+    print_header,
+    print_main_table,
+    print_scaling_table,
+    versions,
+    write_json,
+)
 from pilaf_exp.models.builders import tiny_llama
 from pilaf_exp.sampling.decoding import MINUS, DecodeSpec, decode
 
@@ -60,20 +68,6 @@ class Setup:
     prompts: Tensor  # [R, P], no padding
     mask: Tensor  # [R, P]
     coef: float
-
-
-@dataclass
-class Result:
-    """One method at one response length."""
-
-    seconds: list[float] = field(default_factory=list)  # timed calls (warm-up excluded)
-    max_gap: float = 0.0  # max |sampled-from log-prob - exact mixture log-prob| over tokens and calls, nats
-    mean_gap: float = 0.0  # mean |gap| over tokens, averaged over calls
-    skipped: bool = False
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
 
 
 def load_trl_wrapper() -> type:
@@ -198,77 +192,8 @@ def measure(setup: Setup, samplers: dict[str, Sampler], length: int, repeats: in
     return results
 
 
-def spread(values: list[float], scale: float = 1.0) -> str:
-    return f"{scale * statistics.median(values):.3f} ({scale * min(values):.3f}-{scale * max(values):.3f})"
-
-
-def print_main_table(results: dict[int, dict[str, Result]], lengths: list[int], batch: int) -> None:
-    print(f"{'tokens':>6} {'method':<10} {'s/call median (min-max)':>26} {'tokens/s':>10} {'max |gap|':>10} "
-          f"{'mean |gap|':>10}")  # fmt: skip
-    for length in lengths:
-        for name, res in results[length].items():
-            if res.skipped:
-                print(f"{length:>6} {name:<10} {'skipped':>26}")
-                continue
-            rate = batch * length / res.median
-            print(
-                f"{length:>6} {name:<10} {spread(res.seconds):>26} {rate:>10.0f} {res.max_gap:>10.2e} "
-                f"{res.mean_gap:>10.2e}"
-            )
-    print("speed ratios (TRL median time / pilaf_exp median time):")
-    for length in lengths:
-        ours = results[length]["pilaf_exp"].median
-        ratios = [
-            f"{res.median / ours:.1f}x over {name}"
-            for name, res in results[length].items()
-            if name != "pilaf_exp" and not res.skipped
-        ]
-        print(f"{length:>6} tokens: pilaf_exp speed-up " + ", ".join(ratios))
-
-
-def print_scaling_table(results: dict[int, dict[str, Result]], lengths: list[int]) -> None:
-    print("scaling: median s per call and ms per token position (= call time / new tokens; flat = linear growth)")
-    print(f"{'tokens':>6} " + " ".join(f"{name + ' s':>14} {'ms/tok':>8}" for name in METHODS))
-    for length in lengths:
-        cells = []
-        for name in METHODS:
-            res = results[length][name]
-            cells.append(
-                f"{'skipped':>14} {'':>8}" if res.skipped else f"{res.median:>14.3f} {1e3 * res.median / length:>8.2f}"
-            )
-        print(f"{length:>6} " + " ".join(cells))
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--new-tokens", type=int, nargs="+", default=[128, 256], help="response lengths (main table)")
-    parser.add_argument("--batch", type=int, default=32, help="rows per generation call")
-    parser.add_argument("--prompt-length", type=int, default=8)
-    parser.add_argument("--vocab", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per length (after one warm-up)")
-    parser.add_argument("--coef", type=float, default=0.1, help="mixture coefficient c: (1-c)*policy + c*reference")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--scaling", action="store_true", help="also print time vs response length")
-    parser.add_argument("--scaling-lengths", type=int, nargs="+", default=[16, 32, 64, 128, 256])
-    parser.add_argument(
-        "--trl-exact-max-tokens", type=int, default=None, help="skip trl-exact above this many new tokens (slow)"
-    )
-    parser.add_argument("--json", type=str, default=None, help="write the raw numbers to this path")
-    return parser.parse_args(argv)
-
-
-def versions() -> dict[str, str]:
-    import transformers
-    import trl
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__.splitlines()[0])
     wrapper_class = load_trl_wrapper()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -289,31 +214,13 @@ def main(argv: list[str] | None = None) -> None:
             results[length]["trl-exact"] = Result(skipped=True)
 
     info = versions()
-    print(
-        f"batch {args.batch}, prompt {args.prompt_length}, vocab {args.vocab}, hidden {args.hidden} x {args.layers} "
-        f"layers x {args.heads} heads, fp32, coef {args.coef}, {torch.get_num_threads()} threads, "
-        f"{args.repeats} repeats; torch {info['torch']}, transformers {info['transformers']}, trl {info['trl']}"
-    )
-    print("|gap| = |log-prob the token was sampled from - exact mixture log-prob|, nats, max/mean over all tokens")
+    print_header(args, info)
     print_main_table(results, sorted(set(args.new_tokens)), args.batch)
     if args.scaling:
         print()
-        print_scaling_table(results, sorted(set(args.scaling_lengths)))
+        print_scaling_table(results, sorted(set(args.scaling_lengths)), METHODS)
     if args.json:
-        raw = {
-            "args": vars(args),
-            "threads": torch.get_num_threads(),
-            "versions": info,
-            "results": {
-                str(length): {
-                    name: {**asdict(res), **({} if res.skipped else {"median": res.median})}
-                    for name, res in by_method.items()
-                }
-                for length, by_method in results.items()
-            },
-        }
-        with open(args.json, "w") as f:
-            json.dump(raw, f, indent=2)
+        write_json(args.json, args, info, results)
 
 
 if __name__ == "__main__":

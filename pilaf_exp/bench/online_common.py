@@ -1,5 +1,5 @@
-"""What both sides of `bench_online_step` are built from: the package's real config resized to the
-benchmark's shapes, the experiment it builds, and the per-run result record."""
+"""What both sides of `bench.online_step` are built from: the package's real config resized to the
+benchmark's shapes, the parts it builds, and the per-run result record."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from pilaf_exp.infra.cli import CONF_DIR
-from pilaf_exp.infra.config_checks import validate
-from pilaf_exp.run import Experiment, build
+from pilaf_exp.build import Parts, build_parts
+from pilaf_exp.config_checks import validate
+from pilaf_exp.infra.cli import compose_config
 
-VOCAB = 64  # policy vocabulary (DESIGN.md s.6); the reward model adds one padding id
+VOCAB = 64  # policy vocabulary, as in the TRL comparison's tiny Llama; the reward model adds one padding id
 MAX_PROMPTS = 2**18  # the embedded task lists every prompt: keep that list small
 NO_EVAL = 10**9  # eval_every: no evaluation between the first and the last step
 
@@ -53,7 +52,7 @@ def prompt_alphabet(prompt_length: int) -> int:
     return alphabet
 
 
-def compose_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_dir: Path) -> DictConfig:
+def bench_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_dir: Path) -> DictConfig:
     """The package's real config, resized to the benchmark's shapes."""
     positions = args.prompt_length + new_tokens
     overrides = [
@@ -75,22 +74,21 @@ def compose_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_
         f"oracle.model.max_positions={positions}",
         "oracle.calibration_prompts=256",
         "model.sft.steps=0",  # the seeded initial weights are the reference: no SFT before the benchmark
-        f"model.batch_size={args.batch}",
+        f"algo.batch_size={args.batch}",
         f"algo.steps={args.warmup + args.steps}",
         f"algo.eval_every={NO_EVAL}",
         "eval.optimum_prompts=0",
         "checkpoint.every_n_steps=null",
         "trainer.enable_progress_bar=false",
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(*overrides)
     validate(cfg)
     return cfg
 
 
-def build_experiment(cfg: DictConfig) -> Experiment:
-    L.seed_everything(int(cfg.seed), verbose=False)  # as experiment.run does before building
-    return build(cfg)
+def build_experiment(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> Parts:
+    L.seed_everything(int(cfg.seed), verbose=False)  # as pilaf_exp.run does before building
+    return build_parts(cfg, callbacks or [])
 
 
 def weight_change(policy: nn.Module, initial: nn.Module) -> float:

@@ -41,29 +41,24 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
 from pilaf_exp.bench.online_common import (
     VOCAB,
     Result,
+    bench_config,
     build_experiment,
-    compose_config,
     prompt_alphabet,
     weight_change,
 )
 from pilaf_exp.bench.online_trl import load_trl, run_trl
 from pilaf_exp.infra.ledger import Ledger
-from pilaf_exp.run import Experiment
+from pilaf_exp.infra.quiet import quiet_framework_chatter
 
 # ---------------------------------------------------------------------------------------------- pilaf_exp
 
@@ -76,7 +71,6 @@ class LightningStepTimer(L.Callback):
         self.losses: list[float] = []
         self.margins: list[float] = []
         self.phases: dict[str, list[float]] = {"sampling": [], "labelling": [], "ledger": []}
-        self.totals: dict[str, float] = defaultdict(float)  # running sums of phases timed here (the ledger)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -95,38 +89,8 @@ class LightningStepTimer(L.Callback):
             values.append(after.get(phase, 0.0) - self.before.get(phase, 0.0))
 
     def cumulative(self, pl_module: L.LightningModule) -> dict[str, float]:
-        """Seconds per phase so far: the run's own stopwatch (sampling, labelling) and ours."""
-        return {**pl_module.record.stopwatch.seconds, **self.totals}
-
-
-@contextmanager
-def timed_ledger_writes(totals: dict[str, float]) -> Iterator[None]:
-    """Add the time of each ledger write (the package stores every step's pairs durably, with an
-    fsync, before the gradient step; TRL has no counterpart) to totals["ledger"]."""
-    original = Ledger.write
-
-    def write(self: Ledger, step: int, micro: int, entry: dict[str, Any]) -> None:
-        start = time.perf_counter()
-        try:
-            original(self, step, micro, entry)
-        finally:
-            totals["ledger"] += time.perf_counter() - start
-
-    Ledger.write = write
-    try:
-        yield
-    finally:
-        Ledger.write = original
-
-
-@dataclass
-class TimedExperiment(Experiment):
-    """The experiment as built, whose trainers also carry the timing callback."""
-
-    callbacks: list = field(default_factory=list)
-
-    def trainer(self, **kwargs: Any) -> L.Trainer:
-        return super().trainer(callbacks=self.callbacks, **kwargs)
+        """Seconds per phase so far, from the run's own stopwatch (sampling, labelling, ledger)."""
+        return dict(pl_module.stopwatch.seconds)
 
 
 def mean_response_tokens(ledger_dir: Path, first_step: int) -> float:
@@ -141,12 +105,10 @@ def mean_response_tokens(ledger_dir: Path, first_step: int) -> float:
 
 def run_pilaf(args: argparse.Namespace, sampler: str, new_tokens: int, workdir: Path) -> Result:
     out_dir = workdir / f"pilaf_exp_{sampler}_{new_tokens}"
-    cfg = compose_config(args, sampler, new_tokens, out_dir)
+    cfg = bench_config(args, sampler, new_tokens, out_dir)
     timer = LightningStepTimer()
-    built = build_experiment(cfg)
-    exp = TimedExperiment(**{name: getattr(built, name) for name in built.__dataclass_fields__}, callbacks=[timer])
-    with timed_ledger_writes(timer.totals):
-        fitted = instantiate(cfg.algo).fit(exp)
+    parts = build_experiment(cfg, callbacks=[timer])
+    fitted = parts.fit()
     timed = slice(args.warmup, None)
     return Result(
         method=f"pilaf_exp {sampler}",
@@ -156,7 +118,7 @@ def run_pilaf(args: argparse.Namespace, sampler: str, new_tokens: int, workdir: 
         losses=timer.losses[timed],
         margins=timer.margins[timed],
         response_tokens=mean_response_tokens(out_dir / "ledger" / "rank_0", args.warmup),
-        weight_change=weight_change(fitted.policy, exp.reference),
+        weight_change=weight_change(fitted.policy, parts.world.reference),
         phases={name: statistics.median(values[timed]) for name, values in timer.phases.items()},
     )
 
@@ -231,18 +193,12 @@ def report(args: argparse.Namespace, results: list[Result], trl_settings: dict[s
 
 def quiet() -> None:
     """Keep stdout to the table: no trainer banners, progress or expected warnings."""
-    import datasets
     import transformers
 
-    for name in ("lightning.pytorch", "lightning.fabric", "accelerate"):
+    quiet_framework_chatter()
+    for name in ("lightning.pytorch", "accelerate"):
         logging.getLogger(name).setLevel(logging.WARNING)
     transformers.logging.set_verbosity_error()
-    datasets.disable_progress_bars()  # the package saves each run's preference pairs
-    expected = [
-        "does not have many workers", "in eval mode", "Experiment logs dir", "srun", "LeafSpec", "logging interval",
-        "checkpointing` is deprecated",  # TRL's config still sets transformers' old gradient_checkpointing name
-    ]  # fmt: skip
-    warnings.filterwarnings("ignore", message=f".*({'|'.join(expected)}).*")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from pilaf_exp.bench.online_common import VOCAB, Result, build_experiment, compose_config, weight_change
+from pilaf_exp.bench.online_common import VOCAB, Result, bench_config, build_experiment, weight_change
+from pilaf_exp.build import initial_policy
 from pilaf_exp.data.stream import prompt_stream
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"  # one character per token id
@@ -94,32 +96,18 @@ def hf_step_timer() -> Any:
     return HFStepTimer()
 
 
-def run_trl(args: argparse.Namespace, new_tokens: int, workdir: Path) -> tuple[Result, dict[str, Any]]:
-    trainer_class, config_class = load_trl()
-    import datasets
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    # The same weights, reward model and prompts as the pilaf_exp runs: build them the same way.
-    exp = build_experiment(compose_config(args, "vanilla", new_tokens, workdir / f"trl_build_{new_tokens}"))
-    policy = exp.new_policy()
-    initial = copy.deepcopy(exp.reference)
-    reward_model = copy.deepcopy(exp.oracle.model)  # raw scores: the oracle's affine calibration keeps the order
-    steps = args.warmup + args.steps
-    # The prompts pilaf_exp's runs train on (its seeded stream); TRL's own sampler shuffles their order.
-    prompts = torch.cat([ids for ids, _ in prompt_stream(exp.task.train, args.batch, steps, exp.seed)])
-    tokenizer = char_tokenizer()
-    text = as_text(prompts)
-    if tokenizer(text, add_special_tokens=False)["input_ids"] != prompts.tolist():
-        raise RuntimeError("the character tokenizer does not give back the prompt token ids")
-    config = config_class(
+def trl_config(config_class: type, args: argparse.Namespace, cfg: DictConfig, new_tokens: int, workdir: Path) -> Any:
+    """TRL's OnlineDPOConfig matched to the pilaf_exp run of `cfg`: every setting where TRL's default
+    differs from what pilaf_exp does is spelled out, so both sides train the same way on the CPU."""
+    return config_class(
         output_dir=str(workdir / f"trl_{new_tokens}"),
         per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1,
-        max_steps=steps,
-        learning_rate=float(exp.cfg.algo.lr),  # explicit: TRL's default is 5e-7
+        max_steps=args.warmup + args.steps,  # warm-up steps are trained too, then discarded from the timing
+        learning_rate=float(cfg.algo.lr),  # explicit: TRL's default is 5e-7
         lr_scheduler_type="constant",  # pilaf_exp: plain AdamW, no schedule
         weight_decay=0.01,  # torch AdamW's default, which pilaf_exp uses
-        beta=float(exp.cfg.algo.beta),
+        beta=float(cfg.algo.beta),
         temperature=1.0,  # TRL's default is 0.9
         max_new_tokens=new_tokens,
         max_length=args.prompt_length + new_tokens,  # no left truncation of the prompt
@@ -130,11 +118,32 @@ def run_trl(args: argparse.Namespace, new_tokens: int, workdir: Path) -> tuple[R
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
-        logging_steps=int(exp.cfg.trainer.log_every_n_steps),  # as often as pilaf_exp's Lightning logger
+        logging_steps=int(cfg.trainer.log_every_n_steps),  # as often as pilaf_exp's Lightning logger
         disable_tqdm=True,
         dataloader_pin_memory=False,
         seed=args.seed,
     )
+
+
+def run_trl(args: argparse.Namespace, new_tokens: int, workdir: Path) -> tuple[Result, dict[str, Any]]:
+    trainer_class, config_class = load_trl()
+    import datasets
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    # The same weights, reward model and prompts as the pilaf_exp runs: build them the same way.
+    cfg = bench_config(args, "vanilla", new_tokens, workdir / f"trl_build_{new_tokens}")
+    world = build_experiment(cfg).world
+    policy = initial_policy(cfg, world.reference)
+    initial = copy.deepcopy(world.reference)
+    reward_model = copy.deepcopy(world.oracle.model)  # raw scores: the oracle's affine calibration keeps the order
+    steps = args.warmup + args.steps
+    # The prompts pilaf_exp's runs train on (its seeded stream); TRL's own sampler shuffles their order.
+    prompts = torch.cat([ids for ids, _ in prompt_stream(world.task.train, args.batch, steps, int(cfg.seed))])
+    tokenizer = char_tokenizer()
+    text = as_text(prompts)
+    if tokenizer(text, add_special_tokens=False)["input_ids"] != prompts.tolist():
+        raise RuntimeError("the character tokenizer does not give back the prompt token ids")
+    config = trl_config(config_class, args, cfg, new_tokens, workdir)
     timer = hf_step_timer()
     trainer = recording(trainer_class)(
         model=policy,
@@ -160,7 +169,7 @@ def run_trl(args: argparse.Namespace, new_tokens: int, workdir: Path) -> tuple[R
         weight_change=weight_change(trainer.model, initial),
     )
     optim = trainer.args.optim
-    oracle = exp.cfg.oracle.model
+    oracle = cfg.oracle.model
     settings = {
         "optim": getattr(optim, "value", optim),
         "max_grad_norm": trainer.args.max_grad_norm,

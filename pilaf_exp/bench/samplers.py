@@ -18,13 +18,18 @@ import time
 from dataclasses import replace
 
 import torch
+from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
+from pilaf_exp.infra.cli import compose_config, sampler_names
 from pilaf_exp.models.builders import tiny_llama
 from pilaf_exp.sampling.decoding import DecodeSpec
-from pilaf_exp.sampling.samplers import BestOfNSampler, HybridSampler, PairSampler, PilafSampler, VanillaSampler
+from pilaf_exp.sampling.samplers import Sampler
 
-SAMPLERS = (VanillaSampler(), PilafSampler(coef=0.1), HybridSampler(), BestOfNSampler(n=8, beta=0.1))
+
+def configured_samplers() -> dict[str, Sampler]:
+    """Every sampler of conf/sampler/, as the default config builds it (beta 0.1, best-of-8)."""
+    return {name: instantiate(compose_config("output_dir=.", f"sampler={name}").sampler) for name in sampler_names()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,17 +59,18 @@ def setup(args: argparse.Namespace):
 def time_samplers(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, list[float]]]:
     """(engine, sampler) -> seconds per pair, forward passes per pair and response tokens/s, per repeat."""
     policy, reference, prompts, mask = setup(args)
+    samplers = configured_samplers()
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     for repeat in range(args.repeats + 1):  # repeat 0 warms up and is discarded
         for engine in args.engines:
             spec = DecodeSpec(max_new_tokens=args.new_tokens, engine=engine)
-            for sampler in SAMPLERS:
+            for name, sampler in samplers.items():
                 generator = torch.Generator().manual_seed(repeat)
                 start = time.perf_counter()
                 pairs = sampler.sample(policy, reference, prompts, mask, spec, generator)
                 elapsed = time.perf_counter() - start
                 if repeat:
-                    row = results.setdefault((engine, sampler.name), {"s": [], "passes": [], "tokens/s": []})
+                    row = results.setdefault((engine, name), {"s": [], "passes": [], "tokens/s": []})
                     row["s"].append(elapsed / args.batch)
                     row["tokens/s"].append(float(pairs.mask_a.sum() + pairs.mask_b.sum()) / elapsed)
                     row["passes"].append((pairs.generation_passes + pairs.selection_passes) / args.batch)
@@ -94,7 +100,7 @@ def print_table(args: argparse.Namespace, results: dict) -> None:
         )
 
 
-def print_profile(args: argparse.Namespace, sampler: PairSampler) -> None:
+def print_profile(args: argparse.Namespace, name: str, sampler: Sampler) -> None:
     """Top operators of one sampling call per engine (after a warm-up call)."""
     policy, reference, prompts, mask = setup(args)
     for engine in args.engines:
@@ -104,7 +110,7 @@ def print_profile(args: argparse.Namespace, sampler: PairSampler) -> None:
             sampler.sample(policy, reference, prompts, mask, spec, torch.Generator().manual_seed(0))
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
-        print(f"\n{sampler.name}, engine {engine}: {len(events)} operator kinds, {total / 1e3:.1f} ms self CPU time")
+        print(f"\n{name}, engine {engine}: {len(events)} operator kinds, {total / 1e3:.1f} ms self CPU time")
         print(events.table(sort_by="self_cpu_time_total", row_limit=12))
 
 
@@ -114,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     if args.profile:
-        for sampler in SAMPLERS[:2]:
-            print_profile(args, sampler)
+        for name, sampler in list(configured_samplers().items())[:2]:
+            print_profile(args, name, sampler)
         return
     print_table(args, time_samplers(args))
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pilaf_exp.data.prompts import Prompts
-from pilaf_exp.sampling.decoding import DecodeSpec
+from pilaf_exp.data.task import ResponseFormat
 
 
 class EmbeddedTask:
@@ -48,15 +48,8 @@ class EmbeddedTask:
     tokenizer = None  # token ids are the language: no text
 
     @property
-    def eos_token_id(self) -> int | None:
-        return None
-
-    @property
-    def pad_token_id(self) -> int:
-        return 0
-
-    def decode_spec(self, temperature: float) -> DecodeSpec:
-        return DecodeSpec(self.response_length, temperature, self.eos_token_id, self.pad_token_id)
+    def response_format(self) -> ResponseFormat:
+        return ResponseFormat(self.response_length)  # fixed length: no EOS, nothing to pad
 
     def demonstrations(self, count: int, generator: torch.Generator, prompts: Tensor | None = None) -> Tensor:
         """[count, P + T] prompts (default: the train split) continued by the bigram chain."""

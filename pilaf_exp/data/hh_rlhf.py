@@ -19,9 +19,9 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from pilaf_exp.data.prompts import Prompts
+from pilaf_exp.data.task import ResponseFormat
 from pilaf_exp.data.text import Messages, encode_batch, pad_left, pad_right
 from pilaf_exp.infra.errors import ConfigError
-from pilaf_exp.sampling.decoding import DecodeSpec
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,9 @@ class HHRLHFTask:
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
 
-    def decode_spec(self, temperature: float) -> DecodeSpec:
-        return DecodeSpec(self.max_response_length, temperature, self.eos_token_id, self.pad_token_id)
+    @property
+    def response_format(self) -> ResponseFormat:
+        return ResponseFormat(self.max_response_length, self.eos_token_id, self.pad_token_id)
 
     def sft_examples(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """`count` chosen (prompt, response) pairs drawn with replacement from the train split."""

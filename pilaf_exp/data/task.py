@@ -6,6 +6,7 @@ has the capabilities below; `isinstance(task, EnumerableTask)` asks for one by n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -14,7 +15,16 @@ from transformers import PreTrainedTokenizerBase
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.data.text import Messages
-from pilaf_exp.sampling.decoding import DecodeSpec
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """How a task's responses end: after `max_new_tokens`, or at EOS where the task has one
+    (padding after it)."""
+
+    max_new_tokens: int
+    eos_token_id: int | None = None
+    pad_token_id: int = 0
 
 
 class Task(Protocol):
@@ -22,8 +32,7 @@ class Task(Protocol):
     test: Prompts  # held-out prompts it is evaluated on
     tokenizer: PreTrainedTokenizerBase | None  # None: token ids are the language
     skipped: dict[str, int]  # rows left out, by reason (summary.json: task/skipped_*)
-
-    def decode_spec(self, temperature: float) -> DecodeSpec: ...
+    response_format: ResponseFormat
 
     def sft_examples(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Prompt ids, prompt mask [count, P], response ids, response mask [count, T]."""
@@ -51,10 +60,9 @@ class DemonstratingTask(Protocol):
 
     prompt_length: int
     test: Prompts
+    response_format: ResponseFormat
 
     def demonstrations(self, count: int, generator: torch.Generator, prompts: Tensor | None = None) -> Tensor: ...
-
-    def decode_spec(self, temperature: float) -> DecodeSpec: ...
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from pilaf_exp.labelling.oracle import RewardOracle
-from pilaf_exp.sampling.decoding import cache_argument
+from pilaf_exp.sampling.engines import cache_argument
 
 
 def all_sequences(vocab: int, length: int) -> Tensor:

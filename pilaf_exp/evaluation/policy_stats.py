@@ -7,7 +7,7 @@ from torch import nn
 
 from pilaf_exp.data.task import DemonstratingTask, KnowsItsDistribution
 from pilaf_exp.models.logprobs import sequence_logprob
-from pilaf_exp.sampling.decoding import POLICY, decode
+from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def describe_policy(
     prompts, responses = demos[:, : task.prompt_length], demos[:, task.prompt_length :]
     nll = -sequence_logprob(policy, prompts, torch.ones_like(prompts), responses, torch.ones_like(responses))
     out = decode(policy, policy, prompts, torch.ones_like(prompts), torch.full((count,), POLICY),
-                 task.decode_spec(temperature), generator)  # fmt: skip
+                 DecodeSpec.of(task.response_format, temperature), generator)  # fmt: skip
     stats = {"init/entropy": -out.logprobs.sum(-1).mean().item(), "init/test_nll": nll.mean().item()}
     if isinstance(task, KnowsItsDistribution):
         stats["init/kl_to_task"] = (task.true_logprob(demos) + nll).mean().item()

@@ -19,15 +19,12 @@ import dataclasses
 import queue
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from pilaf_exp.infra.atomic import write_atomic
 from pilaf_exp.infra.timing import Stopwatch
-
-if TYPE_CHECKING:
-    from pilaf_exp.sampling.pairs import PairBatch
 
 
 class Ledger:
@@ -87,8 +84,9 @@ class Ledger:
             raise RuntimeError(f"the annotation ledger could not be written in {self.directory}") from self._error
 
 
-def ledger_entry(step: int, pairs: PairBatch, a_preferred: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-    """One micro-batch's pairs (on the CPU), labels and the generator state after drawing them."""
+def ledger_entry(step: int, pairs: Any, a_preferred: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+    """One micro-batch's pairs (a dataclass of tensors and counts, e.g. `sampling.pairs.PairBatch`;
+    copied to the CPU), labels and the generator state after drawing them."""
     fields = {f.name: getattr(pairs, f.name) for f in dataclasses.fields(pairs)}
     own = lambda t: t.detach().to("cpu", copy=True)  # noqa: E731 - the writer thread saves it later
     return {

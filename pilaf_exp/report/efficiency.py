@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pilaf_exp.infra.cli import BASELINE_SAMPLER
+
 # The x axis of the J-vs-annotations plot: responses shown to the oracle, 2 per labelled pair.
 ANNOTATIONS = "annotations/total"
 J = "eval/J"
-BASELINE = "vanilla"
+BASELINE = BASELINE_SAMPLER
 # Relative slack on the target: the mean of equal floats can exceed them by an ulp (three seeds
 # all ending at J = 0.1 average to 0.1 + 1e-17), and vanilla's best seed must still reach it.
 TOLERANCE = 1e-12

@@ -12,19 +12,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-COLOURS = {"vanilla": "#1f77b4", "best_of_n": "#2ca02c", "hybrid": "#ff7f0e", "pilaf": "#d62728"}
-FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+from pilaf_exp.infra.cli import sampler_names  # noqa: E402
+
+PALETTE = ["#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+KNOWN = sampler_names()  # conf/sampler/, baseline first: each sampler keeps its colour in every figure
 
 
 def colour_of(sampler: str, index: int) -> str:
-    return COLOURS.get(sampler, FALLBACK[index % len(FALLBACK)])
+    """A sampler's colour: by its place among the configured samplers, else by its place in this figure."""
+    position = KNOWN.index(sampler) if sampler in KNOWN else len(KNOWN) + index
+    return PALETTE[position % len(PALETTE)]
 
 
 def by_sampler(frame: pd.DataFrame):
-    """(index, sampler, rows) in the paper's order: vanilla, best_of_n, hybrid, pilaf, others."""
-    names = sorted(
-        frame["sampler"].unique(), key=lambda n: (n not in COLOURS, list(COLOURS).index(n) if n in COLOURS else n)
-    )
+    """(index, sampler, rows) in the configured order (vanilla, best_of_n, hybrid, pilaf), others after."""
+    names = sorted(frame["sampler"].unique(), key=lambda n: (n not in KNOWN, KNOWN.index(n) if n in KNOWN else n))
     for index, name in enumerate(names):
         yield index, name, frame[frame["sampler"] == name].sort_values("step")
 

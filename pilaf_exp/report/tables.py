@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from pilaf_exp.infra.cli import sampler_names
 from pilaf_exp.report.efficiency import annotation_efficiency, caption, efficiency_cells
 from pilaf_exp.report.plots import plot_j_vs_annotations, plot_reward_kl
 
-SAMPLER_ORDER = ["vanilla", "best_of_n", "hybrid", "pilaf"]
+SAMPLER_ORDER = sampler_names()  # conf/sampler/: the baseline first, then alphabetical (the paper's order)
 # column -> (summary key, higher is better)
 METRICS = {"Reward": ("eval/reward", True), "KL": ("eval/kl", False), "J": ("eval/J", True)}
 

@@ -52,8 +52,13 @@ class IterativeDPO:
         resumed = latest_checkpoint(run.checkpointer, run.resume)
         if self.vanilla_first_iteration:
             in_round_1 = resumed is not None and resumed[1]["pilaf"]["extra"]["iteration"] == 1
-            record = shared_first_round(self, policy, reference, prompts, annotator, evaluator, run,
-                                        resumed[1] if in_round_1 else None)  # fmt: skip
+
+            def round_one(record: RunRecord, vanilla: Annotator, resume: dict | None) -> None:
+                self.iterate(policy, reference, prompts, vanilla, evaluator, run, record, 1, resume)
+
+            record = shared_first_round(
+                self.settings(), round_one, policy, annotator, run, resumed[1] if in_round_1 else None
+            )
             resumed = None if in_round_1 else resumed
             first = 2
         if resumed is not None:  # mid-round: continue that round's training from its checkpoint

@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from pilaf_exp.data.prompts import Prompts
-from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.infra.atomic import publish_once
 from pilaf_exp.infra.cache import cache_key
 from pilaf_exp.labelling.annotate import Annotator
@@ -22,25 +20,25 @@ from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.record import RunRecord
 from pilaf_exp.training.resume import restore
 
-if TYPE_CHECKING:
-    from pilaf_exp.training.iterative import IterativeDPO
+# Runs one round: (record, annotator, checkpoint to resume from or None) -> trains the policy in place.
+RoundRunner = Callable[[RunRecord, Annotator, "dict | None"], None]
 
 
 def shared_first_round(
-    algo: IterativeDPO, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator,
-    evaluator: Evaluator, run: RunContext, resume: dict | None = None,
+    settings: dict, run_round: RoundRunner, policy: nn.Module, annotator: Annotator, run: RunContext,
+    resume: dict | None = None,
 ) -> RunRecord:  # fmt: skip
-    """Load round 1 into `policy` and return its record, or run it (from `resume`, a checkpoint taken
-    while this run was building it, when given) and cache it first."""
-    spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": algo.settings(), "seed": run.seed}
+    """Load round 1 into `policy` and return its record, or run it with `run_round` (from `resume`, a
+    checkpoint taken while this run was building it, when given) and cache it first. `settings`: the
+    algorithm's settings that fix a round's outcome (part of the cache key)."""
+    spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": settings, "seed": run.seed}
     target = run.cache_dir / "iteration_1" / cache_key(spec)
     cached = (target / "record.json").exists()
     if not cached:
         record = RunRecord()
         if resume is not None:
             restore(policy, record, resume)
-        vanilla = annotator.with_sampler(VanillaSampler())
-        algo.iterate(policy, reference, prompts, vanilla, evaluator, run, record, 1, resume)
+        run_round(record, annotator.with_sampler(VanillaSampler()), resume)
         staging = target.with_name(f".staging-{target.name}-{id(record)}")
         policy.save_pretrained(staging / "policy")
         shutil.copytree(run.output_dir / "preferences" / "iteration_1", staging / "preferences")

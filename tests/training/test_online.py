@@ -7,9 +7,9 @@ import json
 import datasets
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from pilaf_exp.run import build, run
+from pilaf_exp.build import build_parts
+from pilaf_exp.run import run
 
 SAMPLERS = ["vanilla", "best_of_n", "hybrid", "pilaf"]
 
@@ -65,10 +65,11 @@ def test_online_dpo_learns_and_only_the_policy_changes(small_cfg):
     cfg = small_cfg(
         "sampler=vanilla", "algo.steps=150", "algo.batch_size=32", "algo.eval_every=150", "task.num_test_prompts=256"
     )
-    exp = build(cfg)
+    parts = build_parts(cfg)
+    exp = parts.world
     reference_before = {k: v.clone() for k, v in exp.reference.state_dict().items()}
     oracle_before = {k: v.clone() for k, v in exp.oracle.state_dict().items()}
-    fitted = instantiate(cfg.algo).fit(exp)
+    fitted = parts.fit()
 
     sft, final = fitted.record.history[0], fitted.record.history[-1]
     assert final["step"] == 150

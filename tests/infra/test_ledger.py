@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pilaf_exp.infra.ledger import Ledger, ledger_entry
-from pilaf_exp.sampling.samplers import PairBatch
+from pilaf_exp.sampling.pairs import PairBatch
 
 
 def entry(step: int) -> dict:

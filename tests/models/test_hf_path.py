@@ -15,10 +15,11 @@ import torch
 from hf_fixtures import save_policy, save_reward_model, write_hh_jsonl
 from transformers import AutoTokenizer
 
+from pilaf_exp.build import build_world
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.labelling.encoding import TextReencoder
 from pilaf_exp.models.logprobs import sequence_logprob
-from pilaf_exp.run import build, run
+from pilaf_exp.run import run
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def paper_setting(parts: dict[str, Path], *extra: str) -> list[str]:
     return [
         "model=small", f"model.policy.path={parts['policy']}", "model.policy.dtype=float32",
         "model.precision=32-true", "model.max_prompt_length=64", "model.max_response_length=12",
-        "model.sft.steps=30", "model.sft.batch_size=16", "model.sft.lr=3e-3", "model.lr=1e-3",
+        "model.sft.steps=30", "model.sft.batch_size=16", "model.sft.lr=3e-3", "algo.lr=1e-3",
         "oracle=skywork_8b", f"oracle.model.path={parts['reward']}", "oracle.model.dtype=float32",
         "task=hh_rlhf", f"task.data_files.train={parts['train']}", f"task.data_files.test={parts['test']}",
         "task.num_test_prompts=16", f"cache_dir={parts['cache']}", "logger=csv", "trainer.enable_progress_bar=false",
@@ -79,7 +80,7 @@ def test_iterative_dpo_runs_end_to_end_on_text(real_parts, tmp_path):
 
 def test_sft_stage_learns_the_chosen_responses(real_parts, tmp_path):
     """The SFT reference gives held-out chosen responses far more probability than the raw checkpoint."""
-    exp = build(compose_config(*paper_setting(real_parts, *ONLINE, f"output_dir={tmp_path}")))
+    exp = build_world(compose_config(*paper_setting(real_parts, *ONLINE, f"output_dir={tmp_path}")))
     raw = type(exp.reference).from_pretrained(real_parts["policy"]).eval()
     prompts, prompt_mask, responses, response_mask = exp.task.sft_examples(32, torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -91,7 +92,7 @@ def test_sft_stage_learns_the_chosen_responses(real_parts, tmp_path):
 def test_mismatched_tokenizers_go_through_text(real_parts, tmp_path):
     """Policy and oracle tokenizers differ: the oracle sees the dialogue re-encoded in its own
     tokens and chat format, and scores it exactly as it scores that text directly."""
-    exp = build(compose_config(*paper_setting(real_parts, *ONLINE, f"output_dir={tmp_path}")))
+    exp = build_world(compose_config(*paper_setting(real_parts, *ONLINE, f"output_dir={tmp_path}")))
     encoder = exp.oracle.encoder
     assert isinstance(encoder, TextReencoder)
     policy_tok, oracle_tok = exp.task.tokenizer, AutoTokenizer.from_pretrained(real_parts["reward"])

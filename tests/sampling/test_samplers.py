@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from pilaf_exp.infra.cli import compose_config, sampler_names
 from pilaf_exp.models.builders import tiny_llama
 from pilaf_exp.models.logprobs import implicit_reward, sequence_logprob
-from pilaf_exp.sampling.decoding import MINUS, PLUS, POLICY, REFERENCE, DecodeSpec, decode
+from pilaf_exp.sampling.decoding import MINUS, PLUS, POLICY, REFERENCE, SOURCES, DecodeSpec, decode
 from pilaf_exp.sampling.samplers import BestOfNSampler, HybridSampler, PilafSampler, VanillaSampler
 
 VOCAB, SPEC = 10, DecodeSpec(max_new_tokens=5)
@@ -111,8 +113,31 @@ def test_sampling_cost_ratios_match_the_cost_model(models):
     policy, reference = models
     ids, mask = prompts(2000)
     cost = {}
-    for sampler in (VanillaSampler(), PilafSampler(coef=0.1), BestOfNSampler(n=8)):
+    for name, sampler in {
+        "vanilla": VanillaSampler(),
+        "pilaf": PilafSampler(coef=0.1),
+        "best_of_n": BestOfNSampler(n=8),
+    }.items():
         pairs = sampler.sample(policy, reference, ids, mask, SPEC, torch.Generator().manual_seed(1))
-        cost[sampler.name] = pairs.generation_passes / len(pairs)
+        cost[name] = pairs.generation_passes / len(pairs)
     assert cost["best_of_n"] / cost["vanilla"] == pytest.approx(4.0)
     assert abs(cost["pilaf"] / cost["vanilla"] - 1.5) < 4 * (0.25 / 2000) ** 0.5
+
+
+@pytest.mark.parametrize("name", sampler_names())
+def test_every_configured_sampler_gives_one_reproducible_pair_per_prompt(models, name):
+    """Every sampler in conf/sampler/ (a new one included, with no test of its own yet): one pair
+    per prompt with valid sources and a measured cost, and the same pairs from the same seed."""
+    policy, reference = models
+    sampler = instantiate(compose_config("output_dir=.", f"sampler={name}").sampler)
+    ids, mask = prompts(64)
+    pairs = sampler.sample(policy, reference, ids, mask, SPEC, torch.Generator().manual_seed(3))
+    assert len(pairs) == 64 and pairs.response_a.shape == pairs.response_b.shape == (64, SPEC.max_new_tokens)
+    assert torch.equal(pairs.prompt_ids, ids)
+    for source in (pairs.source_a, pairs.source_b):
+        assert source.shape == (64,) and bool(((source >= 0) & (source < len(SOURCES))).all())
+    assert pairs.generation_passes / len(pairs) >= 2 - 1e-9  # two responses, each decoded by at least one model
+    again = sampler.sample(policy, reference, ids, mask, SPEC, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(pairs.tensors(), again.tensors()))
+    other = sampler.sample(policy, reference, ids, mask, SPEC, torch.Generator().manual_seed(4))
+    assert not torch.equal(pairs.response_a, other.response_a)

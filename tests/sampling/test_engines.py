@@ -10,19 +10,19 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
 
-from pilaf_exp import generation
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.models.builders import tiny_llama
+from pilaf_exp.sampling import engines
 from pilaf_exp.sampling.decoding import (
     MINUS,
     PLUS,
     POLICY,
     REFERENCE,
     DecodeSpec,
-    choose_engine,
     decode,
     mixture_weights,
 )
+from pilaf_exp.sampling.engines import choose_engine
 
 VOCAB = 12
 ENGINES = ("stacked", "separate", "transformers")
@@ -79,8 +79,8 @@ def exact_logprobs(policy, reference, prompts, masks, sources, out, coef, temper
 def test_every_engine_samples_from_the_exact_mixture(architecture, engine, padded, limits, monkeypatch):
     # Fused projections (tiny models), stacked weights over equal row sets (small ones; here 18
     # policy and 18 reference rows) and one matmul per model per projection are all exact.
-    monkeypatch.setattr(generation, "FUSE_MAX_PARAMETERS", limits[0])
-    monkeypatch.setattr(generation, "STACK_MAX_PARAMETERS", limits[1])
+    monkeypatch.setattr(engines, "FUSE_MAX_PARAMETERS", limits[0])
+    monkeypatch.setattr(engines, "STACK_MAX_PARAMETERS", limits[1])
     policy, reference = ARCHITECTURES[architecture](0), ARCHITECTURES[architecture](1)
     coef, temperature = 0.7, 1.5
     generator = torch.Generator().manual_seed(3)

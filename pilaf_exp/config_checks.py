@@ -1,0 +1,188 @@
+"""Config validation before anything is built or written: one clear line per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.models.loading import check_checkpoint
+from pilaf_exp.sampling.engines import ENGINES as GENERATION_ENGINES
+
+PRECISIONS = ("32-true", "32", "bf16-true", "bf16-mixed", "16-mixed", "16-true", "64-true")
+
+Rule = tuple[str, Callable[[Any], bool], str]  # (dotted key, predicate, what is accepted)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _positive(v: Any) -> bool:
+    return _number(v) and v > 0
+
+
+def _fraction(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+# The rules of each config group, beside the yaml files whose values they check. Keys absent from
+# the composed config are skipped, so a rule for one option's field (sampler.n) only applies when
+# that option is chosen; tests/test_config_surface.py checks that every key exists in some option.
+RULES: dict[str, list[Rule]] = {
+    # conf/config.yaml: the run's own settings and the evaluation.
+    "config": [
+        ("seed", _int(0), "an integer >= 0"),
+        ("resume", lambda v: v in ("auto", "never"), "auto or never"),
+        ("checkpoint.every_n_steps", _int(1), "an integer > 0 or null"),
+        ("checkpoint.keep", _int(1), "an integer >= 1"),
+        ("min_free_disk_gb", lambda v: _number(v) and v >= 0, "a number >= 0"),
+        ("eval.temperature", _positive, "a number > 0"),
+        ("eval.batch_size", _int(1), "an integer > 0"),
+        ("eval.seed", _int(0), "an integer >= 0"),
+        ("eval.optimum_prompts", _int(0), "an integer >= 0"),
+    ],
+    # conf/task/embedded.yaml, conf/task/hh_rlhf.yaml
+    "task": [
+        ("task.vocab_size", _int(2), "an integer >= 2"),
+        ("task.prompt_length", _int(1), "an integer > 0"),
+        ("task.response_length", _int(1), "an integer > 0"),
+        ("task.concentration", _positive, "a number > 0"),
+        ("task.seed", _int(0), "an integer >= 0"),
+        ("task.num_train_prompts", _int(1), "an integer > 0 or null"),
+        ("task.num_test_prompts", _int(1), "an integer > 0"),
+        ("task.max_prompt_length", _int(1), "an integer > 0"),
+        ("task.max_response_length", _int(1), "an integer > 0"),
+    ],
+    # conf/model/tiny.yaml, small.yaml, llama3_8b.yaml: the policy, its decoding and its SFT stage.
+    "model": [
+        ("model.policy.hidden_size", _int(1), "an integer > 0"),
+        ("model.policy.num_layers", _int(1), "an integer > 0"),
+        ("model.policy.num_heads", _int(1), "an integer > 0"),
+        ("model.policy.max_positions", _int(1), "an integer > 0"),
+        ("model.policy.dtype", lambda v: v in DTYPES, "float32, bfloat16 or float16"),
+        ("model.max_prompt_length", _int(1), "an integer > 0"),
+        ("model.max_response_length", _int(1), "an integer > 0"),
+        ("model.generation.batch_size", _int(1), "an integer > 0"),
+        ("model.generation.max_kv_cache_gb", _positive, "a number > 0 or null"),
+        ("model.generation.engine", lambda v: v in GENERATION_ENGINES, ", ".join(GENERATION_ENGINES)),
+        ("model.sft.steps", _int(0), "an integer >= 0 (0: no SFT)"),
+        ("model.sft.demonstrations", _int(1), "an integer > 0 or null"),
+        ("model.sft.batch_size", _int(1), "an integer > 0"),
+        ("model.sft.lr", _positive, "a number > 0"),
+        ("model.sft.seed", _int(0), "an integer >= 0"),
+    ],
+    # conf/oracle/embedded.yaml, skywork_8b.yaml (conf/oracle/labeler/*.yaml have no values)
+    "oracle": [
+        ("oracle.model.hidden_size", _int(1), "an integer > 0"),
+        ("oracle.model.num_layers", _int(1), "an integer > 0"),
+        ("oracle.model.dtype", lambda v: v in DTYPES, "float32, bfloat16 or float16"),
+        ("oracle.max_length", _int(1), "an integer > 0"),
+        ("oracle.target_std", _positive, "a number > 0"),
+        ("oracle.calibration_prompts", _int(2), "an integer >= 2 or null"),
+    ],
+    # conf/sampler/best_of_n.yaml, pilaf.yaml (vanilla and hybrid have no values)
+    "sampler": [
+        ("sampler.n", _int(2), "an integer >= 2"),
+        ("sampler.beta", _positive, "a number > 0"),
+        ("sampler.coef", _fraction, "a number in [0, 1]"),
+        ("sampler.interpolated_fraction", _fraction, "a number in [0, 1]"),
+    ],
+    # conf/algo/online.yaml, iterative.yaml: DPO and its optimisation (batch sizes, learning rate).
+    "algo": [
+        ("algo.beta", _positive, "a number > 0"),
+        ("algo.batch_size", _int(1), "an integer > 0"),
+        ("algo.micro_batch_size", _int(1), "an integer > 0 or null"),
+        ("algo.lr", _positive, "a number > 0"),
+        ("algo.temperature", _positive, "a number > 0"),
+        ("algo.eval_every", _int(1), "an integer > 0"),
+        ("algo.steps", _int(1), "an integer > 0"),
+        ("algo.iterations", _int(1), "an integer > 0"),
+        ("algo.prompts_per_iteration", _int(1), "an integer > 0"),
+        ("algo.sample_batch_size", _int(1), "an integer > 0"),
+    ],
+    # conf/trainer/_base.yaml and the options built on it (cpu, gpu, ddp, ddp_cpu, fsdp)
+    "trainer": [
+        ("trainer.accelerator", lambda v: v in ACCELERATORS, "cpu, gpu, cuda, mps or auto"),
+        ("trainer.precision", lambda v: v in PRECISIONS, ", ".join(PRECISIONS)),
+        ("trainer.log_every_n_steps", _int(1), "an integer > 0"),
+    ],
+}
+
+
+EMBEDDED_TASK = "pilaf_exp.data.embedded.EmbeddedTask"
+
+
+def _combination_problems(cfg: DictConfig) -> list[str]:
+    """Choices that are each fine but do not go together."""
+    found = []
+    task_is_embedded = OmegaConf.select(cfg, "task._target_") == EMBEDDED_TASK
+    has_tokenizer = OmegaConf.select(cfg, "model.tokenizer") is not None
+    if task_is_embedded and has_tokenizer:
+        found.append("task=embedded works on token ids and needs model=tiny (this model has a tokenizer)")
+    if not task_is_embedded and not has_tokenizer:
+        found.append("this task is text and needs a model with a tokenizer: model=small, model=llama3_8b")
+    batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
+    if isinstance(batch, int) and isinstance(micro, int) and micro > 0 and batch % micro:
+        found.append(f"algo.micro_batch_size={micro} must divide algo.batch_size={batch}")
+    hidden, heads = OmegaConf.select(cfg, "model.policy.hidden_size"), OmegaConf.select(cfg, "model.policy.num_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        found.append(f"model.policy.hidden_size={hidden} must be a multiple of model.policy.num_heads={heads}")
+    positions = OmegaConf.select(cfg, "model.policy.max_positions")
+    length = (OmegaConf.select(cfg, "task.prompt_length") or 0) + (OmegaConf.select(cfg, "task.response_length") or 0)
+    if task_is_embedded and isinstance(positions, int) and positions < length:
+        found.append(f"model.policy.max_positions={positions} is shorter than a prompt + response ({length} tokens)")
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
+        found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")
+    return found
+
+
+PATHS = ("model.policy.path", "oracle.model.path")
+DATA_FILES = ("task.data_files.train", "task.data_files.test")
+
+
+def _path_problems(cfg: DictConfig) -> list[str]:
+    """Checkpoint directories and data files named in the config exist (hub ids are not checked)."""
+    found = []
+    for key in PATHS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str):
+            try:
+                check_checkpoint(value, key)
+            except ConfigError as error:
+                found.append(str(error))
+    for key in DATA_FILES:
+        value = OmegaConf.select(cfg, key)
+        for path in [value] if isinstance(value, str) else list(value or []):
+            if not Path(path).expanduser().is_file():
+                found.append(f"{key}={path!r} does not exist")
+    return found
+
+
+def problems(cfg: DictConfig) -> list[str]:
+    found = _combination_problems(cfg)
+    if found:  # values of a mismatched combination may not even resolve
+        return found
+    found = _path_problems(cfg)
+    for key, accepted, expected in (rule for rules in RULES.values() for rule in rules):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not accepted(value):
+            found.append(f"{key}={value!r} is not accepted: expected {expected}")
+    return found
+
+
+def validate(cfg: DictConfig) -> None:
+    found = problems(cfg)
+    if found:
+        raise ConfigError("\n".join(found))  # one line per problem
