@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode clean
+.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,3 +61,6 @@ bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, r
 
 clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 	rm -rf outputs multirun .pytest_cache
+
+results: install  ## every sweep behind RESULTS.md (protocol, Tables 2-3, Fig. 4; 10 seeds), their reports, RESULTS.md
+	$(PY) -m pilaf_exp.report.results $(ARGS)

@@ -19,9 +19,16 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from pilaf_exp.data.task import Task
+from pilaf_exp.data.task import EnumerableTask, Task
 from pilaf_exp.evaluation.evaluator import Evaluator
-from pilaf_exp.infra.cache import checkpoint_fingerprint, load_or_build_model
+from pilaf_exp.evaluation.exact import ExactEvaluation, ResponseTable
+from pilaf_exp.infra.cache import (
+    checkpoint_fingerprint,
+    load_or_build_model,
+    load_or_compute_object,
+    source_fingerprint,
+    weights_fingerprint,
+)
 from pilaf_exp.infra.checkpoints import Checkpointer
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.infra.signals import under_slurm
@@ -29,11 +36,16 @@ from pilaf_exp.infra.timing import Stopwatch
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.labelling.encoding import TextReencoder, same_tokenizer
 from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.report.wandb_pairs import wandb_callbacks
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, check_kv_budget, decode
 from pilaf_exp.training.algorithm import Algorithm
 from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.record import Fitted
 from pilaf_exp.training.sft import train_sft
+
+# The code that computes the SFT reference and the exact-evaluation tables: part of their cache keys.
+SFT_CODE = source_fingerprint("pilaf_exp.data", "pilaf_exp.models", "pilaf_exp.training.sft")
+EXACT_CODE = source_fingerprint("pilaf_exp.evaluation.exact", "pilaf_exp.labelling.oracle")
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ def reference_spec(cfg: DictConfig) -> dict:
     batch sizes or memory limits, which change how a run executes, not what it computes)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     spec = resolved(cfg, "task") | {"model": {k: model.get(k) for k in ("policy", "tokenizer", "sft")}}
+    spec["code"] = SFT_CODE
     fingerprint = checkpoint_fingerprint(cfg.model.policy.get("path"))
     if fingerprint:
         spec["checkpoint"] = fingerprint
@@ -154,6 +167,28 @@ def check_decode_budget(world: World, spec: DecodeSpec) -> None:
     check_kv_budget([(world.reference, spec.max_rows), (world.reference, spec.max_rows)], positions, spec)
 
 
+def response_table(cfg: DictConfig, world: World) -> ResponseTable | None:
+    """log pi_ref, r* of every response of the first `eval.exact_prompts` test prompts (cached), on
+    tasks that can be enumerated; None otherwise or with eval.exact_prompts = 0."""
+    count, task = int(cfg.eval.exact_prompts), world.task
+    if count <= 0 or not isinstance(task, EnumerableTask):
+        return None
+    temperature = float(cfg.eval.temperature)
+    # Keyed by the reference's and the calibrated oracle's actual weights too: the config alone
+    # does not fix them across code versions (the calibration draws from pi_ref).
+    weights = weights_fingerprint(world.reference, world.oracle)
+    spec = {"stage": "response_table", "base": world_spec(cfg), "prompts": count, "temperature": temperature,
+            "weights": weights, "code": EXACT_CODE}  # fmt: skip
+    prompts = task.test.ids[:count]
+    return load_or_compute_object(
+        Path(cfg.cache_dir) / "exact",
+        spec,
+        lambda: ResponseTable.build(
+            world.reference, world.oracle, prompts, task.vocab_size, task.response_length, temperature
+        ),
+    )
+
+
 def initial_policy(cfg: DictConfig, reference: PreTrainedModel) -> PreTrainedModel:
     """A trainable copy of the reference."""
     policy = copy.deepcopy(reference).requires_grad_(True)
@@ -218,11 +253,17 @@ def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
     world = build_world(cfg)
     stopwatch = Stopwatch()
     loggers = [instantiate(node) for node in cfg.logger.values()] if cfg.get("logger") else []
+    callbacks = [*callbacks, *wandb_callbacks(loggers, world.task.tokenizer)]  # labelled-pairs tables
     sampling = decode_spec(cfg, world.task, float(cfg.algo.temperature))
     check_decode_budget(world, sampling)
     annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
-    evaluation = decode_spec(cfg, world.task, float(cfg.eval.temperature))
-    ev = cfg.eval
-    evaluator = Evaluator(world.task.test, evaluation, float(cfg.algo.beta), int(ev.seed), int(ev.batch_size))
+    ev, beta = cfg.eval, float(cfg.algo.beta)
+    with stopwatch("optimum"):
+        table = response_table(cfg, world)
+    exact = ExactEvaluation(table, beta, ev.exact_every) if table is not None else None
+    evaluation = decode_spec(cfg, world.task, float(ev.temperature))
+    evaluator = Evaluator(
+        world.task.test, evaluation, beta, int(ev.seed), int(ev.batch_size), int(ev.samples_per_prompt), exact
+    )
     context = run_context(cfg, loggers, stopwatch, callbacks)
     return Parts(cfg, world, instantiate(cfg.algo), annotator, evaluator, context)

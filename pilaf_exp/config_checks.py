@@ -43,6 +43,11 @@ RULES: dict[str, list[Rule]] = {
     # conf/config.yaml: the run's own settings and the evaluation.
     "config": [
         ("seed", _int(0), "an integer >= 0"),
+        (
+            "threads",
+            lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+            "auto or an integer >= 1",
+        ),
         ("resume", lambda v: v in ("auto", "never"), "auto or never"),
         ("checkpoint.every_n_steps", _int(1), "an integer > 0 or null"),
         ("checkpoint.keep", _int(1), "an integer >= 1"),
@@ -50,7 +55,9 @@ RULES: dict[str, list[Rule]] = {
         ("eval.temperature", _positive, "a number > 0"),
         ("eval.batch_size", _int(1), "an integer > 0"),
         ("eval.seed", _int(0), "an integer >= 0"),
-        ("eval.optimum_prompts", _int(0), "an integer >= 0"),
+        ("eval.samples_per_prompt", _int(1), "an integer >= 1"),
+        ("eval.exact_prompts", _int(0), "an integer >= 0"),
+        ("eval.exact_every", _int(1), "an integer > 0 or null"),
     ],
     # conf/task/embedded.yaml, conf/task/hh_rlhf.yaml
     "task": [
@@ -104,6 +111,7 @@ RULES: dict[str, list[Rule]] = {
         ("algo.batch_size", _int(1), "an integer > 0"),
         ("algo.micro_batch_size", _int(1), "an integer > 0 or null"),
         ("algo.lr", _positive, "a number > 0"),
+        ("algo.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0"),
         ("algo.temperature", _positive, "a number > 0"),
         ("algo.eval_every", _int(1), "an integer > 0"),
         ("algo.steps", _int(1), "an integer > 0"),

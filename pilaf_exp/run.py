@@ -17,34 +17,15 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from pilaf_exp.build import World, build_parts, world_spec
+from pilaf_exp.build import build_parts
 from pilaf_exp.config_checks import validate
-from pilaf_exp.data.task import DemonstratingTask, EnumerableTask
-from pilaf_exp.evaluation.optimum import optimum
+from pilaf_exp.data.task import DemonstratingTask
 from pilaf_exp.evaluation.policy_stats import describe_policy
-from pilaf_exp.infra.cache import load_or_compute_json, weights_fingerprint
 from pilaf_exp.infra.signals import leave_for_requeue, under_slurm, usr1_as_sigterm
+from pilaf_exp.infra.threads import apply_thread_budget
 from pilaf_exp.report import run_outputs
 
 log = logging.getLogger(__name__)
-
-
-def exact_optimum(cfg: DictConfig, world: World) -> dict[str, float]:
-    """J* and J(pi_ref) by enumeration on the first `eval.optimum_prompts` test prompts (cached)."""
-    count, task = int(cfg.eval.optimum_prompts), world.task
-    if count <= 0 or not isinstance(task, EnumerableTask):
-        return {}
-    beta = float(cfg.algo.beta)
-    # Keyed by the reference's and the calibrated oracle's actual weights too: the config alone
-    # does not fix them across code versions (the calibration draws from pi_ref).
-    weights = weights_fingerprint(world.reference, world.oracle)
-    spec = {"stage": "optimum", "base": world_spec(cfg), "beta": beta, "prompts": count, "weights": weights}
-    prompts = task.test.ids[:count]
-    return load_or_compute_json(
-        Path(cfg.cache_dir) / "optimum",
-        spec,
-        lambda: optimum(world.reference, world.oracle, prompts, task.vocab_size, task.response_length, beta),
-    )
 
 
 def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
@@ -57,12 +38,20 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     if lead:
         run_outputs.claim_run_dir(out_dir, float(cfg.min_free_disk_gb))
         run_outputs.save_config(cfg, out_dir)
+    threads = apply_thread_budget(cfg.threads)  # before any model is built
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
     parts = build_parts(cfg, callbacks)
     world, stopwatch, loggers = parts.world, parts.context.stopwatch, parts.context.loggers
-    with stopwatch("optimum"):
-        fixed = exact_optimum(cfg, world)
+    fixed = {}
+    if parts.evaluator.exact is not None:  # the exact optimum on the exact evaluation's prompts
+        table = parts.evaluator.exact.table
+        optimum = table.optimum(float(cfg.algo.beta))
+        fixed = {
+            "optimum/J_star": optimum["J_star"],
+            "optimum/J_ref": optimum["J_ref"],
+            "optimum/prompts": len(table.prompts),
+        }
     if isinstance(world.task, DemonstratingTask):
         fixed |= describe_policy(world.reference, world.task, float(cfg.algo.temperature))
     for logger in loggers:
@@ -77,6 +66,7 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
             leave_for_requeue()
         return {}
     record = fitted.record
+    record.run_info["threads"] = threads
     if record.world_size > 1:  # each rank's own account, to check the ranks agree
         run_outputs.write_rank_report(out_dir, record, fitted.policy)
     if cfg.save_policy and lead:

@@ -13,7 +13,7 @@ from pilaf_exp.infra.quiet import NOTICES, quiet_framework_chatter
 
 # A short online run: enough steps for the policy to move, small enough for CI.
 SMALL = [
-    "eval.optimum_prompts=0",
+    "eval.exact_prompts=0",
     "logger=csv",
     "task.num_test_prompts=64",
     "oracle.calibration_prompts=256",

@@ -27,7 +27,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "algo.lr=1e30", "algo.steps=8",
-        "algo.batch_size=8", "algo.eval_every=4", "checkpoint.every_n_steps=1", "eval.optimum_prompts=0",
+        "algo.batch_size=8", "algo.eval_every=4", "checkpoint.every_n_steps=1", "eval.exact_prompts=0",
         "logger=csv", "task.num_test_prompts=32", "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
     ]  # fmt: skip
     result = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
@@ -46,7 +46,7 @@ def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, subprocess_
            "WANDB_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
     cmd = [
         sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "algo.steps=4", "algo.batch_size=8",
-        "algo.eval_every=2", "eval.optimum_prompts=0", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
+        "algo.eval_every=2", "eval.exact_prompts=0", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
         "trainer.enable_progress_bar=false",
     ]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -77,7 +77,7 @@ def bench_config(args: argparse.Namespace, sampler: str, new_tokens: int, out_di
         f"algo.batch_size={args.batch}",
         f"algo.steps={args.warmup + args.steps}",
         f"algo.eval_every={NO_EVAL}",
-        "eval.optimum_prompts=0",
+        "eval.exact_prompts=0",
         "checkpoint.every_n_steps=null",
         "trainer.enable_progress_bar=false",
     ]

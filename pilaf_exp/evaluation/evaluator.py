@@ -1,64 +1,89 @@
-"""Evaluation on held-out prompts: reward, KL to the reference and J = reward - beta * KL."""
+"""Evaluation on held-out prompts: reward, KL to the reference and J = reward - beta * KL, from
+sampled responses, with the exact values added where the task can be enumerated (`exact.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from pilaf_exp.data.prompts import Prompts
+from pilaf_exp.evaluation.exact import ExactEvaluation, Reduce
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
-
-Reduce = Callable[[Tensor], Tensor]  # sums a tensor over the ranks of a distributed run
 
 
 @dataclass
 class Evaluator:
     prompts: Prompts  # [N, P] test prompts
-    spec: DecodeSpec  # same temperature as training-time sampling
+    spec: DecodeSpec  # eval.temperature (the training temperature by default)
     beta: float
     seed: int
     batch_size: int = 512
+    samples_per_prompt: int = 1
+    exact: ExactEvaluation | None = None  # enumerable tasks only
 
     @torch.no_grad()
     def __call__(
-        self, policy: nn.Module, reference: nn.Module, oracle: RewardOracle, rank: int = 0, world_size: int = 1,
-        reduce: Reduce | None = None,
+        self, policy: nn.Module, reference: nn.Module, oracle: RewardOracle, step: int = 0, last: bool = False,
+        rank: int = 0, world_size: int = 1, reduce: Reduce | None = None,
     ) -> dict[str, float]:  # fmt: skip
-        """Mean reward, KL and J over the test prompts. With several ranks each evaluates its
-        share (rows rank, rank + world_size, ...) and `reduce` sums the totals across ranks."""
+        """Sampled mean reward, KL and J over the test prompts with their standard error, and the
+        exact ones when due (NaN otherwise, so every evaluation row has the same columns). With
+        several ranks each evaluates its share (rows rank, rank + world_size, ...) and `reduce`
+        sums the totals across ranks."""
+        metrics = self.sampled(policy, reference, oracle, step, rank, world_size, reduce)
+        if self.exact is not None:
+            due = self.exact.due(step, last)
+            # Step 0 of every run evaluates the initial policy, a copy of pi_ref: its exact values are the table's.
+            exact = self.exact(policy, rank, world_size, reduce, is_reference=step == 0) if due else None
+            metrics |= exact or dict.fromkeys(self.exact.KEYS, nan)
+        return metrics
+
+    def sampled(
+        self, policy: nn.Module, reference: nn.Module, oracle: RewardOracle, step: int, rank: int, world_size: int,
+        reduce: Reduce | None,
+    ) -> dict[str, float]:  # fmt: skip
         device = next(policy.parameters()).device
-        # A fixed generator per call: every evaluation of every run sees the same sampling noise
-        # stream, so differences between checkpoints are not evaluation luck.
-        generator = torch.Generator(device=device).manual_seed(self.seed + rank)
+        # Each evaluation draws its own noise (seed, step, rank): reproducible, and independent
+        # between evaluations, so no one draw's luck is shared by a whole curve.
+        generator = torch.Generator(device=device).manual_seed(self.seed + 7_919 * step + 1_000_003 * rank)
         shard = self.prompts[rank::world_size]
-        rewards, kls = [], []
+        k = self.samples_per_prompt
+        totals = torch.zeros(6, dtype=torch.double, device=device)
         for start in range(0, len(shard), self.batch_size):
             batch = shard[start : start + self.batch_size]
-            prompts, masks = batch.ids.to(device), batch.mask.to(device)
+            prompts, masks = batch.ids.repeat_interleave(k, 0).to(device), batch.mask.repeat_interleave(k, 0).to(device)
             sources = torch.full((len(prompts),), POLICY, device=device)
             out = decode(policy, reference, prompts, masks, sources, self.spec, generator)
             # The decoder's log-probs are exactly log pi_theta(y|x) at this temperature.
-            logp_policy = out.logprobs.sum(-1)
             logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask, self.spec.temperature)
-            rewards.append(oracle.score(prompts, masks, out.tokens, out.mask))
-            kls.append(logp_policy - logp_reference)
-        reward, kl = torch.cat(rewards).double(), torch.cat(kls).double()
-        per_response_j = reward - self.beta * kl  # [n]; its spread gives J's sampling error
-        # Sums (count, reward, KL, J, J^2) reduce across ranks; the means follow from them.
-        totals = torch.stack([torch.tensor(len(kl), dtype=torch.double, device=kl.device), reward.sum(), kl.sum(),
-                              per_response_j.sum(), per_response_j.square().sum()])  # fmt: skip
+            reward = oracle.score(prompts, masks, out.tokens, out.mask).double()
+            kl = (out.logprobs.sum(-1) - logp_reference).double()
+            totals += response_sums(reward.view(-1, k), kl.view(-1, k), self.beta)
         if reduce is not None:
             totals = reduce(totals)
-        n, reward_sum, kl_sum, j_sum, j_sq = totals.tolist()
-        j_var = max(j_sq - j_sum * j_sum / n, 0.0) / max(n - 1, 1)
+        n, reward_sum, kl_sum, j_sum, j_squares, within = totals.tolist()
+        # Evaluation noise on these fixed prompts: the within-prompt variance of J; with one sample per
+        # prompt it cannot be told apart from the spread between prompts, which then stands in for it.
+        variance = within / max(n - n / k, 1) if k > 1 else max(j_squares - j_sum * j_sum / n, 0.0) / max(n - 1, 1)
         return {
             "eval/reward": reward_sum / n,
             "eval/kl": kl_sum / n,
             "eval/J": j_sum / n,
-            "eval/J_stderr": (j_var / n) ** 0.5,
+            "eval/J_stderr": (variance / n) ** 0.5,
         }
+
+
+nan = float("nan")
+
+
+def response_sums(reward: Tensor, kl: Tensor, beta: float) -> Tensor:
+    """[6] sums over [prompts, k] responses, what ranks and batches add up: count, reward, KL, J,
+    J^2, and J's squared deviations from its own prompt's mean."""
+    j = reward - beta * kl
+    count = torch.tensor(float(j.numel()), dtype=torch.double, device=j.device)
+    within = (j - j.mean(1, keepdim=True)).square().sum()
+    return torch.stack([count, reward.sum(), kl.sum(), j.sum(), j.square().sum(), within])

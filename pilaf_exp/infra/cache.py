@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import tempfile
@@ -29,6 +30,22 @@ def checkpoint_fingerprint(path: str | None) -> dict | None:
         return None
     files = sorted(p for p in Path(path).expanduser().iterdir() if p.is_file())
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def source_fingerprint(*names: str) -> str:
+    """sha256 of the source files of the named modules or packages (every .py below a package): a
+    cache keyed by it is rebuilt when the code that computes its content changes, not only the config."""
+    digest = hashlib.sha256()
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no module or package named {name}")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for file in files:
+            digest.update(f"{name}/{file.relative_to(origin.parent)}".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def weights_fingerprint(*modules: torch.nn.Module) -> str:
@@ -59,6 +76,19 @@ def load_or_build_model(
         publish_once(staging, target)
     # Reload even after a build, so a fresh and a cached run use the same stored weights.
     return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+
+
+def load_or_compute_object(root: Path, spec: dict, compute: Callable[[], Any]) -> Any:
+    """A tensor-holding object cached under `spec`'s hash (torch.save), computed (and cached) on a miss."""
+    target = root / f"{cache_key(spec)}.pt"
+    if not target.exists():
+        log.info("cache miss: computing %s", target)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
+        torch.save({"spec": spec, "result": compute()}, staging)
+        publish_once(staging, target)
+        staging.parent.rmdir()
+    return torch.load(target, weights_only=False)["result"]
 
 
 def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -69,13 +69,14 @@ def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Ef
     # A run is one directory: two runs with the same sampler and seed are two runs, not one merged history.
     keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
     runs = [(dict(zip(keys, key)), rows.sort_values("step")) for key, rows in history.groupby(keys, sort=True)]
-    target = float(np.mean([rows[J].iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
+    # The last *sampled* J: an evaluation row may carry exact values only (NaN here).
+    target = float(np.mean([rows[J].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
     per_seed = pd.DataFrame(
         [
             {
                 "sampler": key["sampler"],
                 "seed": key["seed"],
-                "final J": float(rows[J].iloc[-1]),
+                "final J": float(rows[J].dropna().iloc[-1]),
                 "budget": float(rows[ANNOTATIONS].iloc[-1]),
                 "annotations": annotations_to_reach(rows, target),
             }

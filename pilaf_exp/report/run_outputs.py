@@ -136,15 +136,18 @@ def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path
     table = Table(title=f"{summary['algo']} DPO · sampler={summary['sampler']} · seed={summary['seed']}")
     for column in ("policy", "reward", "KL", "J"):
         table.add_column(column, justify="right")
-    table.add_row("SFT (step 0)", *(f"{summary[f'sft/{k}']:.3f}" for k in ("reward", "kl", "J")))
-    table.add_row(f"final (step {summary['steps']})", *(f"{summary[f'eval/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    table.add_row("SFT (step 0), sampled", *(f"{summary[f'sft/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    final = f"final (step {summary['steps']})"
+    table.add_row(f"{final}, sampled", *(f"{summary[f'eval/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    if "exact/J" in summary:
+        table.add_row(f"{final}, exact", *(f"{summary[f'exact/{k}']:.3f}" for k in ("reward", "kl", "J")))
     console.print(table)
     if "optimum/J_star" in summary:
         achievable = summary["optimum/J_star"] - summary["optimum/J_ref"]
-        gain = (summary["eval/J"] - summary["sft/J"]) / achievable
         console.print(
-            f"exact optimum: J* - J(pi_ref) = {achievable:.3f} (enumerated on {summary['optimum/prompts']} test "
-            f"prompts); the final policy gained {100 * gain:.1f}% of it over the SFT policy"
+            f"exact on {summary['optimum/prompts']} test prompts: J(pi_ref) = {summary['optimum/J_ref']:.3f}, "
+            f"J* = {summary['optimum/J_star']:.3f}; the final policy has {100 * summary['exact/gain']:.1f}% of "
+            f"the achievable gain J* - J(pi_ref) = {achievable:.3f}"
         )
     console.print(
         "annotations {a:.0f} · forward passes/pair {f:.2f} (+{s:.2f} selection)".format(

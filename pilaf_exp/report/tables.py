@@ -1,10 +1,14 @@
 """Runs -> the paper's tables and figures (`python -m pilaf_exp.report <multirun dir> [--out DIR]`).
 
 Finds every run (a directory holding summary.json) below the directory and writes, per
-experiment (a sweep's `experiment_name`, else the algorithm): a table of reward, KL and J as
-mean ± std over seeds, best in bold and second underlined (Markdown, LaTeX, CSV); reward against
-KL at every evaluation (PNG, PDF); J against the number of annotations (PNG, PDF); and the
-annotations each sampler needs to reach vanilla's final J (Markdown, CSV; pilaf_exp.report.efficiency).
+experiment (a sweep's `experiment_name`, else the algorithm): a table of the final reward, KL, J and
+gain % (exact where the task is enumerable) as mean [95% t interval] over seeds, best mean in bold and
+second underlined, with J - vanilla's J paired by seed (Markdown, LaTeX, CSV: `<group>_table.*`);
+reward against KL at every evaluation (PNG, PDF); J against the number of annotations (PNG, PDF);
+the curve metrics of every run and their paired comparison with vanilla (`<group>_curves.md/.csv`,
+`<group>_curves_per_run.csv`; pilaf_exp.report.curves); and the annotations each sampler needs to
+reach vanilla's final J (Markdown, CSV; pilaf_exp.report.efficiency). Seeds are few, so a difference
+is called a win only when its paired interval excludes zero (pilaf_exp.report.stats).
 """
 
 from __future__ import annotations
@@ -14,13 +18,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.infra.cli import sampler_names
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.report import curves
+from pilaf_exp.report.curves import difference_columns, difference_text, interval_text
 from pilaf_exp.report.efficiency import annotation_efficiency, caption, efficiency_cells
 from pilaf_exp.report.plots import plot_j_vs_annotations, plot_reward_kl
+from pilaf_exp.report.stats import Interval, mean_ci, paired
 
 SAMPLER_ORDER = sampler_names()  # conf/sampler/: the baseline first, then alphabetical (the paper's order)
-# column -> (summary key, higher is better)
-METRICS = {"Reward": ("eval/reward", True), "KL": ("eval/kl", False), "J": ("eval/J", True)}
+# column -> (summary key after "exact/" or "eval/", higher is better)
+METRICS = {"Reward": ("reward", True), "KL": ("kl", False), "J": ("J", True)}
+DIFF = "J diff"  # the paired J - baseline J columns of the endpoint table's CSV: "J diff mean", "J diff pairs", ...
+
+
+def diff_column(key: str) -> str:
+    """`curves.difference_columns`' key -> the endpoint table's column ('diff ci low' -> 'J diff ci low')."""
+    return f"{DIFF} {key.removeprefix('diff ')}"
 
 
 def load_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -53,53 +66,98 @@ def gain_fraction(runs: pd.DataFrame) -> pd.Series:
     return 100 * (runs["eval/J"] - runs["sft/J"]) / (runs["optimum/J_star"] - runs["optimum/J_ref"])
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per sampler: mean and std over seeds of each metric (std NaN with one seed)."""
-    columns = {name: runs[key] for name, (key, _) in METRICS.items()}
-    if "optimum/J_star" in runs and runs["optimum/J_star"].notna().all():
+def endpoint_source(runs: pd.DataFrame) -> str:
+    """'exact' when every run has its final policy's exact values (an enumerable task), else 'eval'
+    (sampled): one source for the whole table, so no column mixes noisy and exact numbers."""
+    return "exact" if "exact/J" in runs and runs["exact/J"].notna().all() else "eval"
+
+
+def endpoint_values(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: sampler, seed, final reward, KL, J and, where J* is known, gain % (100 x exact/gain,
+    else `gain_fraction` of the sampled J)."""
+    source = endpoint_source(runs)
+    columns = {name: runs[f"{source}/{key}"] for name, (key, _) in METRICS.items()}
+    if source == "exact" and "exact/gain" in runs and runs["exact/gain"].notna().all():
+        columns["gain %"] = 100 * runs["exact/gain"]
+    elif "optimum/J_star" in runs and runs["optimum/J_star"].notna().all():
         columns["gain %"] = gain_fraction(runs)
-    table = pd.DataFrame(columns).assign(sampler=runs["sampler"]).groupby("sampler")
-    stats = table.agg(["mean", "std"])
-    stats.columns = [f"{metric} {stat}" for metric, stat in stats.columns]
-    stats["seeds"] = table.size()
+    return pd.DataFrame(columns).assign(sampler=runs["sampler"], seed=runs["seed"])
+
+
+def summarise(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
+    """Per sampler: mean, std, 95% t interval over seeds of each final metric (std and interval NaN
+    with one seed), and J - the baseline's J paired by seed (re-runs of a seed averaged first)."""
+    values = endpoint_values(runs)
+    metrics = [c for c in values.columns if c not in ("sampler", "seed")]
+    rows = {}
+    for sampler, group in values.groupby("sampler"):
+        row = {}
+        for metric in metrics:
+            interval = mean_ci(group[metric])
+            row |= {f"{metric} mean": interval.mean, f"{metric} std": group[metric].std(),
+                    f"{metric} ci low": interval.low, f"{metric} ci high": interval.high}  # fmt: skip
+        rows[sampler] = row | {"seeds": len(group)}
+    stats = pd.DataFrame.from_dict(rows, orient="index").rename_axis("sampler")
+    by_seed = values.groupby(["sampler", "seed"])["J"].mean().unstack("sampler")  # seed x sampler
+    diffs = {}
+    for sampler in stats.index.drop(baseline, errors="ignore") if baseline in by_seed else []:
+        both = by_seed[[sampler, baseline]].dropna()
+        columns = difference_columns(paired(both[sampler] - both[baseline]), higher=True)
+        diffs[sampler] = {diff_column(key): value for key, value in columns.items()}
+    if diffs:
+        stats = stats.join(pd.DataFrame.from_dict(diffs, orient="index")).astype({diff_column("pairs"): "Int64"})
     return stats.sort_index(key=sampler_sort_key)
 
 
-def ranks(means: pd.Series, higher_is_better: bool) -> dict[str, int]:
-    """sampler -> 0 for the best, 1 for the second best (others absent)."""
-    order = means.sort_values(ascending=not higher_is_better).index
-    return {name: rank for rank, name in enumerate(order[:2])}
-
-
-def formatted(stats: pd.DataFrame, bold: str, underline: str) -> pd.DataFrame:
-    """'mean ± std' strings with the best value wrapped in `bold` and the second in `underline`
-    (format strings with one {} each)."""
+def formatted(stats: pd.DataFrame, win: str = "**{}**") -> pd.DataFrame:
+    """'mean [95% CI]' strings, unmarked (an ordering of means is not evidence), and the paired J
+    difference with the baseline, wrapped in `win` (a format string with one {}) only when its
+    interval excludes 0 on the better side (`curves.difference_text`)."""
     metrics = [m for m in [*METRICS, "gain %"] if f"{m} mean" in stats]
     cells = pd.DataFrame(index=stats.index)
     for metric in metrics:
-        higher = METRICS.get(metric, (None, True))[1]
-        rank = ranks(stats[f"{metric} mean"], higher)
         texts = []
-        for sampler, row in stats.iterrows():
-            text = f"{row[f'{metric} mean']:.3f}"
-            if pd.notna(row[f"{metric} std"]):
-                text += f" ± {row[f'{metric} std']:.3f}"
-            texts.append([bold, underline, "{}"][rank.get(sampler, 2)].format(text))
+        for _, row in stats.iterrows():
+            interval = Interval(row[f"{metric} mean"], row[f"{metric} ci low"], row[f"{metric} ci high"], row["seeds"])
+            texts.append(interval_text(interval, ".3f"))
         cells[metric] = texts
+    if f"{DIFF} mean" in stats:
+        keys = difference_columns(paired([]), higher=True)  # the keys `difference_text` reads
+        diffs = stats[[diff_column(key) for key in keys]].set_axis(list(keys), axis=1)
+        cells[f"ΔJ vs {BASELINE_SAMPLER} [95% CI]"] = [difference_text(row, ".3f", win) for _, row in diffs.iterrows()]
     cells["seeds"] = stats["seeds"]
     return cells
 
 
+def endpoint_caption(source: str) -> str:
+    what = "exact (enumerated, no sampling noise)" if source == "exact" else "sampled evaluation"
+    return (
+        f"Final policy, {what}: mean [95% t interval] over seeds. ΔJ = J - {BASELINE_SAMPLER}'s J paired by "
+        "seed: ▲ better / ▼ worse (bold = better) only when its interval excludes 0, else tie; no other cell is "
+        "marked, since an ordering of means is not evidence.\n\n"
+    )
+
+
 def markdown(cells: pd.DataFrame) -> str:
-    header = ["sampler", *cells.columns]
+    header = [cells.index.name or "sampler", *cells.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([name, *map(str, row)]) + " |" for name, row in cells.iterrows()]
+    lines += ["| " + " | ".join([str(name), *map(str, row)]) + " |" for name, row in cells.iterrows()]
     return "\n".join(lines) + "\n"
 
 
+LATEX = {"±": r"$\pm$", "▲": r"$\blacktriangle$", "▼": r"$\blacktriangledown$", "Δ": r"$\Delta$", "%": r"\%"}
+
+
+def to_latex(text: str) -> str:
+    for symbol, command in LATEX.items():
+        text = text.replace(symbol, command)
+    return text
+
+
 def latex(cells: pd.DataFrame) -> str:
-    cells = cells.apply(lambda column: column.map(lambda v: str(v).replace("±", r"$\pm$")))
-    header = " & ".join(["Sampler", *cells.columns]).replace("%", r"\%")
+    """A booktabs tabular (needs amssymb for the ▲/▼ markers)."""
+    cells = cells.apply(lambda column: column.map(lambda v: to_latex(str(v))))
+    header = " & ".join(["Sampler", *map(to_latex, cells.columns)])
     rows = [" & ".join([name.replace("_", r"\_"), *row]) + r" \\" for name, row in cells.iterrows()]
     spec = "l" + "r" * len(cells.columns)
     body = "\n".join(rows)
@@ -109,6 +167,7 @@ def latex(cells: pd.DataFrame) -> str:
 
 
 def write_report(root: Path, out: Path) -> list[Path]:
+    """Per experiment group: the endpoint table, the figures, the curve comparison and annotation efficiency."""
     runs, histories = load_runs(root)
     if runs.empty:
         raise FileNotFoundError(f"no runs (summary.json) found under {root}")
@@ -117,17 +176,33 @@ def write_report(root: Path, out: Path) -> list[Path]:
     for group, group_runs in runs.groupby("group"):
         stats = summarise(group_runs)
         stats.to_csv(out / f"{group}_table.csv")
-        md = markdown(formatted(stats, bold="**{}**", underline="<u>{}</u>"))
+        md = endpoint_caption(endpoint_source(group_runs)) + markdown(formatted(stats))
         (out / f"{group}_table.md").write_text(md)
-        (out / f"{group}_table.tex").write_text(latex(formatted(stats, r"\textbf{{{}}}", r"\underline{{{}}}")))
+        (out / f"{group}_table.tex").write_text(latex(formatted(stats, r"\textbf{{{}}}")))
         print(f"## {group} ({len(group_runs)} runs)\n\n{md}")
         written += [out / f"{group}_table.{ext}" for ext in ("csv", "md", "tex")]
         if not histories.empty:
             group_history = histories[histories["group"] == group]
             written += plot_reward_kl(group_history, out / f"{group}_reward_kl", title=str(group))
             written += plot_j_vs_annotations(group_history, out / f"{group}_J_vs_annotations", title=str(group))
+            written += write_curves(group_history, out / f"{group}_curves", str(group))
             written += write_efficiency(group_history, out / f"{group}_efficiency", str(group))
     return written
+
+
+def write_curves(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:
+    """The curve metrics per run (`<stem>_per_run.csv`) and per sampler with paired tests (CSV, Markdown)."""
+    if history.empty or curves.ANNOTATIONS not in history:
+        return []
+    per_run = curves.per_run(history)
+    table = curves.compare(per_run)
+    per_run_path = stem.with_name(stem.name + "_per_run.csv")
+    per_run.to_csv(per_run_path, index=False)
+    table.to_csv(stem.with_suffix(".csv"), index=False)
+    md = curves.caption(curves.baseline_gain(history)) + markdown(curves.comparison_cells(table))
+    stem.with_suffix(".md").write_text(md)
+    print(f"## {group}: J-vs-annotations curves\n\n{md}")
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md"), per_run_path]
 
 
 def write_efficiency(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:

@@ -8,25 +8,33 @@ sampler's run continues from that same checkpoint (`training.round_one`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.optim import AdamW, Optimizer
 from torch.utils.data import DataLoader, TensorDataset
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.data.stream import prompt_stream
 from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.infra.atomic import write_atomic
+from pilaf_exp.infra.cache import source_fingerprint
 from pilaf_exp.infra.ledger import Ledger
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.training.context import RunContext
-from pilaf_exp.training.module import DatasetDPOModule
+from pilaf_exp.training.module import DatasetDPOModule, evaluating
 from pilaf_exp.training.record import Fitted, RunRecord
 from pilaf_exp.training.resume import latest_checkpoint, restore
 from pilaf_exp.training.round_one import shared_first_round
+
+# The code that computes a round: part of the shared round 1's cache key, so a change to it is never
+# served an old round (the configs alone do not fix what these modules compute).
+TRAINING_CODE = source_fingerprint(
+    "pilaf_exp.training", "pilaf_exp.sampling", "pilaf_exp.labelling", "pilaf_exp.models"
+)
 
 
 @dataclass
@@ -41,7 +49,8 @@ class IterativeDPO:
     sample_batch_size: int = 512  # prompts per sampling call while building a dataset
     vanilla_first_iteration: bool = True
     micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
-    name: ClassVar[str] = "iterative"
+    weight_decay: float = 0.0  # the optimizer's decay toward zero (not toward the reference)
+    optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
 
     def fit(
         self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
@@ -73,7 +82,9 @@ class IterativeDPO:
 
     def settings(self) -> dict:
         """What fixes a round's outcome besides the models and the seed (key of the shared round 1)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("iterations", "vanilla_first_iteration")}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("iterations", "vanilla_first_iteration")}
+        optimizer = getattr(self.optimizer, "func", self.optimizer)  # a functools.partial from the config
+        return settings | {"optimizer": f"{optimizer.__module__}.{optimizer.__qualname__}", "code": TRAINING_CODE}
 
     def round_seed(self, seed: int, iteration: int) -> int:
         # Each round's randomness depends only on (run seed, round), so a round replays the same
@@ -108,16 +119,16 @@ class IterativeDPO:
         generator = torch.Generator(device=device).manual_seed(seed)
         batches = -(-self.prompts_per_iteration // self.sample_batch_size)
         stream = prompt_stream(prompts, self.sample_batch_size, batches, seed)
-        policy.eval()
         parts, remaining = [], self.prompts_per_iteration
-        for index, (prompt_ids, prompt_mask) in enumerate(stream):
-            prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-            batch = slice(0, min(remaining, len(prompt_ids)))
-            remaining -= len(prompt_ids[batch])
-            step = record.step_offset
-            pairs, a_preferred = annotator(policy, reference, prompt_ids[batch], prompt_mask[batch], generator,
-                                           ledger, (iteration, index), step)  # fmt: skip
-            parts.append(record.add(step, pairs, a_preferred))
+        with evaluating(policy):  # sample as the policy is, not with training-time noise (dropout)
+            for index, (prompt_ids, prompt_mask) in enumerate(stream):
+                prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+                batch = slice(0, min(remaining, len(prompt_ids)))
+                remaining -= len(prompt_ids[batch])
+                step = record.step_offset
+                pairs, a_preferred = annotator(policy, reference, prompt_ids[batch], prompt_mask[batch], generator,
+                                               ledger, (iteration, index), step)  # fmt: skip
+                parts.append(record.add(step, pairs, a_preferred))
         ledger.flush()
         record.flush_preferences(run.output_dir / "preferences" / f"iteration_{iteration}")
         return PairBatch.concat(parts).to("cpu")
@@ -140,7 +151,8 @@ class IterativeDPO:
         loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=micro, sampler=order.tolist())
         module = DatasetDPOModule(
             policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
-            beta=self.beta, lr=self.lr, eval_every=self.eval_every, checkpointer=run.checkpointer,
+            beta=self.beta, lr=self.lr, eval_every=self.eval_every, last_step=self.iterations * steps,
+            optimizer=self.optimizer, weight_decay=self.weight_decay, checkpointer=run.checkpointer,
             resume_optimizer=resume["optimizer_states"][0] if resume else None,
             extra_state={"iteration": iteration, "round_start": round_start},
         )  # fmt: skip

@@ -4,6 +4,8 @@ annotator (sampling + labelling), the loss in `dpo.py` and the evaluator."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,24 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-class DPOModule(L.LightningModule):
-    """DPO on labelled pairs with a frozen reference; evaluates every `eval_every` steps.
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """The policy in eval mode while it samples or is evaluated (no dropout), back to its mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
-    `checkpointer` saves the run on schedule and when signalled; `resume_optimizer` is the optimizer
-    state of the checkpoint being resumed; `extra_state` is what the algorithm needs back on resume
-    (iterative DPO: the round)."""
+
+class DPOModule(L.LightningModule):
+    """DPO on labelled pairs with a frozen reference; evaluates every `eval_every` steps and at
+    `last_step`, the run's last training step.
+
+    `optimizer` makes the optimizer from (parameters, lr, weight_decay); `checkpointer` saves the
+    run on schedule and when signalled; `resume_optimizer` is the optimizer state of the checkpoint
+    being resumed; `extra_state` is what the algorithm needs back on resume (iterative DPO: the round)."""
 
     def __init__(
         self,
@@ -50,6 +64,9 @@ class DPOModule(L.LightningModule):
         beta: float,
         lr: float,
         eval_every: int,
+        last_step: int,
+        optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW,
+        weight_decay: float = 0.0,
         checkpointer: Checkpointer | None = None,
         resume_optimizer: dict | None = None,
         extra_state: dict[str, Any] | None = None,
@@ -59,7 +76,8 @@ class DPOModule(L.LightningModule):
         self.reference = freeze(reference)
         self.oracle = freeze(oracle)
         self.evaluator, self.record, self.stopwatch = evaluator, record, stopwatch
-        self.beta, self.lr, self.eval_every = beta, lr, eval_every
+        self.beta, self.lr, self.eval_every, self.last_step = beta, lr, eval_every, last_step
+        self.optimizer, self.weight_decay = optimizer, weight_decay
         self.checkpointer, self.resume_optimizer = checkpointer, resume_optimizer
         self.extra_state = extra_state or {}
         self.ledger: Ledger | None = None  # online DPO's annotation ledger (its rank is known at fit start)
@@ -72,7 +90,7 @@ class DPOModule(L.LightningModule):
         return self
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=self.lr)
+        optimizer = self.optimizer(self.policy.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self.resume_optimizer is not None:
             optimizer.load_state_dict(self.resume_optimizer)
         return optimizer
@@ -151,8 +169,23 @@ class DPOModule(L.LightningModule):
             if self.checkpointer and self.checkpointer.due(self.run_step):
                 self.save_checkpoint()
         # Signalled (SIGTERM / SIGUSR1): Lightning stops after this batch; save where the run stands.
-        if self.checkpointer and self.trainer.received_sigterm and not self.checkpointer.has(self.run_step):
+        if self.stop_requested() and self.checkpointer and not self.checkpointer.has(self.run_step):
             self.save_checkpoint()
+
+    def stop_requested(self) -> bool:
+        """Whether any rank was signalled, decided by every rank together at this batch boundary.
+
+        The signal reaches the ranks at different moments; a rank that saved (a collective) or left
+        alone would wait forever for the others. One all-reduce of the local flags per batch makes
+        the decision collective, and a rank that was not signalled yet is marked as if it were, so
+        every rank saves the same checkpoint and leaves Lightning's loop after the same batch."""
+        signalled = bool(self.trainer.received_sigterm)
+        if self.trainer.world_size == 1:
+            return signalled
+        flags = self.sum_over_ranks(torch.tensor([float(signalled)]))
+        if flags.item() > 0 and not signalled:
+            self.trainer._signal_connector.received_sigterm = True  # leave with the others
+        return flags.item() > 0
 
     def save_checkpoint(self) -> None:
         if self.ledger:  # a checkpoint must never be ahead of the ledger entries it resumes from
@@ -165,10 +198,11 @@ class DPOModule(L.LightningModule):
     def evaluate(self) -> None:
         if self.record.history and self.record.history[-1]["step"] == self.run_step:
             return  # already evaluated at this step
-        with self.stopwatch("evaluation"):
+        with self.stopwatch("evaluation"), evaluating(self.policy):
             metrics = self.evaluator(
-                self.policy, self.reference, self.oracle, self.global_rank, self.trainer.world_size, self.sum_over_ranks
-            )
+                self.policy, self.reference, self.oracle, self.run_step, self.run_step == self.last_step,
+                self.global_rank, self.trainer.world_size, self.sum_over_ranks,
+            )  # fmt: skip
         metrics |= self.record.cost_metrics(self.sum_over_ranks)
         self.record.history.append({"step": self.run_step, **metrics})
         for logger in self.loggers:
@@ -201,9 +235,10 @@ class OnlineDPOModule(DPOModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         prompt_ids, prompt_mask = batch
         key = (self.run_step, batch_idx % self.trainer.accumulate_grad_batches)  # (step, micro-batch)
-        pairs, a_preferred = self.annotator(
-            self.policy, self.reference, prompt_ids, prompt_mask, self.generator, self.ledger, key, self.run_step
-        )
+        with evaluating(self.policy):  # sample as the policy is, not with training-time noise (dropout)
+            pairs, a_preferred = self.annotator(
+                self.policy, self.reference, prompt_ids, prompt_mask, self.generator, self.ledger, key, self.run_step
+            )
         return self.loss(self.record.add(self.run_step, pairs, a_preferred))
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
+from torch.optim import AdamW, Optimizer
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.data.stream import PromptStream
@@ -27,7 +28,8 @@ class OnlineDPO:
     temperature: float  # of the sampled pairs (the annotator's decode spec)
     eval_every: int
     micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
-    name: ClassVar[str] = "online"
+    weight_decay: float = 0.0  # the optimizer's decay toward zero (not toward the reference)
+    optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
 
     def fit(
         self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
@@ -44,7 +46,8 @@ class OnlineDPO:
             record.run_info["resumed_from"] = f"{path} (step {start})"
         module = OnlineDPOModule(
             policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
-            beta=self.beta, lr=self.lr, eval_every=self.eval_every, checkpointer=run.checkpointer,
+            beta=self.beta, lr=self.lr, eval_every=self.eval_every, last_step=self.steps, optimizer=self.optimizer,
+            weight_decay=self.weight_decay, checkpointer=run.checkpointer,
             resume_optimizer=resumed[1]["optimizer_states"][0] if resumed else None,
             annotator=annotator, seed=run.seed, ledger_dir=run.output_dir / "ledger",
         )  # fmt: skip

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pilaf_exp.evaluation.optimum import all_sequences, enumerate_responses, optimum
+from pilaf_exp.evaluation.exact import all_sequences, enumerate_responses, optimum
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 from pilaf_exp.models.logprobs import sequence_logprob
@@ -72,7 +72,7 @@ def test_trained_policies_never_beat_the_enumerated_optimum(small_cfg, tmp_path)
     evaluated J of a policy trained with a large step size stays below J* within its sampling error."""
     from pilaf_exp.run import run
 
-    small_task = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.optimum_prompts=16"]
+    small_task = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.exact_prompts=16"]
     summary = run(small_cfg(*small_task, "sampler=pilaf", "algo.steps=40", "algo.lr=3e-3", "algo.eval_every=5"))
     history = (tmp_path / "run" / "eval_history.csv").read_text().splitlines()
     header = history[0].split(",")

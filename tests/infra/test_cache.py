@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from pilaf_exp.infra.cache import load_or_compute_json, weights_fingerprint
+from pilaf_exp.infra.cache import cache_key, load_or_compute_json, weights_fingerprint
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 
@@ -42,3 +42,28 @@ def test_weights_fingerprint_follows_weights_and_calibration():
         next(nudged.parameters()).view(-1)[0] += 1e-6
     assert weights_fingerprint(nudged, oracle) != base
     assert weights_fingerprint(oracle, policy) != base  # which model is which matters
+
+
+def test_a_change_to_the_code_that_computes_a_cache_invalidates_it(tmp_path, monkeypatch, small_cfg):
+    """The SFT, exact-evaluation and iterative round-1 caches are keyed by their code's source too."""
+    import importlib
+
+    from pilaf_exp.build import reference_spec
+    from pilaf_exp.infra.cache import source_fingerprint
+
+    package = tmp_path / "fake_stage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text("STEPS = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    before = source_fingerprint("fake_stage"), source_fingerprint("fake_stage.train")
+    (package / "train.py").write_text("STEPS = 2\n")
+    after = source_fingerprint("fake_stage"), source_fingerprint("fake_stage.train")
+    assert before[0] != after[0] and before[1] != after[1]
+
+    cfg = small_cfg()
+    spec = reference_spec(cfg)
+    assert spec["code"] == source_fingerprint("pilaf_exp.data", "pilaf_exp.models", "pilaf_exp.training.sft")
+    monkeypatch.setattr("pilaf_exp.build.SFT_CODE", "other code")
+    assert cache_key(reference_spec(cfg)) != cache_key(spec)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-SHRINK = ["algo.steps=6", "algo.batch_size=8", "algo.eval_every=3", "task.num_test_prompts=32"]
+SHRINK = ["algo.steps=6", "algo.batch_size=8", "algo.eval_every=3", "task.num_test_prompts=32", "eval.exact_prompts=2"]
 
 
 def pilaf_exp(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

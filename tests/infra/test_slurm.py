@@ -33,7 +33,7 @@ def test_two_run_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path, subprocess_en
     result = subprocess.run(
         [sys.executable, "-m", "pilaf_exp", "-m", "hydra/launcher=slurm", "sampler=vanilla,pilaf",
          "logger=csv", "algo.steps=6", "algo.batch_size=8", "algo.eval_every=3", "task.num_test_prompts=32",
-         "eval.optimum_prompts=0", "hydra.launcher.timeout_min=20", "hydra.launcher.mem_gb=2",
+         "eval.exact_prompts=0", "hydra.launcher.timeout_min=20", "hydra.launcher.mem_gb=2",
          f"hydra.sweep.dir={sweep_dir}"],
         env=subprocess_env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip

@@ -11,13 +11,7 @@ import pandas as pd
 import pytest
 
 from pilaf_exp.report.__main__ import main
-from pilaf_exp.report.tables import formatted, ranks, summarise
-
-
-def test_ranks_mark_best_and_second_with_kl_lower_is_better():
-    means = pd.Series({"vanilla": 1.0, "best_of_n": 3.0, "hybrid": 2.0, "pilaf": 0.5})
-    assert ranks(means, higher_is_better=True) == {"best_of_n": 0, "hybrid": 1}
-    assert ranks(means, higher_is_better=False) == {"pilaf": 0, "vanilla": 1}
+from pilaf_exp.report.tables import formatted, summarise, write_report
 
 
 def fake_runs() -> pd.DataFrame:
@@ -37,12 +31,70 @@ def test_summary_statistics_gain_and_formatting():
     # gain % = 100 (J - J_sft) / (J* - J_ref): vanilla (25% and 50%), pilaf 75%.
     assert stats.loc["vanilla", "gain % mean"] == pytest.approx(37.5)
     assert stats.loc["pilaf", "gain % mean"] == pytest.approx(75.0)
-    cells = formatted(stats, bold="**{}**", underline="<u>{}</u>")
-    assert cells.loc["pilaf", "J"] == "**3.000 ± 0.000**"
-    assert cells.loc["vanilla", "J"] == "<u>1.500 ± 0.707</u>"
-    assert cells.loc["vanilla", "KL"] == "**4.000 ± 1.414**"  # lower KL is better
-    assert cells.loc["pilaf", "KL"] == "<u>5.000 ± 0.000</u>"
+    # 95% t interval over 2 seeds: mean ± t_{0.975,1} sd / sqrt(2) = 1.5 ± 12.706 x 0.5 for vanilla's J.
+    assert stats.loc["vanilla", "J ci low"] == pytest.approx(1.5 - 12.7062 * 0.5, abs=1e-3)
+    cells = formatted(stats)
+    # No cell is marked for its mean's rank: only a paired interval that excludes 0 marks a win.
+    assert cells.loc["pilaf", "J"] == "3.000 [3.000, 3.000]"
+    assert cells.loc["vanilla", "J"] == "1.500 [-4.853, 7.853]"
+    assert cells.loc["vanilla", "KL"] == "4.000 [-8.706, 16.706]"
     assert stats.loc["vanilla", "seeds"] == 2
+    # Pilaf - vanilla by seed: 3 - 1 = 2, 3 - 2 = 1: mean 1.5, the same interval as vanilla's J: a tie.
+    assert stats.loc["pilaf", "J diff mean"] == 1.5 and stats.loc["pilaf", "J diff pairs"] == 2
+    assert cells.loc["pilaf", "ΔJ vs vanilla [95% CI]"] == "tie: +1.500 [-4.853, +7.853]"
+    assert cells.loc["vanilla", "ΔJ vs vanilla [95% CI]"] == "—"
+
+
+def exact_run(run_dir, sampler: str, seed: int, slope: float) -> None:
+    """A finished run on an enumerable task: exact J = 0.1 + slope x at steps 0, 20, 40 (x = annotations /
+    400), sampled J = exact + 0.01 at every evaluation; summary.json with the exact and sampled finals."""
+    run_dir.mkdir(parents=True)
+    steps = [0, 10, 20, 30, 40]
+    history = pd.DataFrame({"step": steps, "annotations/total": [10.0 * step for step in steps]})
+    x = history["annotations/total"] / 400
+    history["eval/J"] = 0.11 + slope * x
+    history["eval/reward"], history["eval/kl"] = history["eval/J"] + 0.5, 5.0
+    history["exact/J"] = (0.1 + slope * x).where(history["step"] % 20 == 0)
+    history.to_csv(run_dir / "eval_history.csv", index=False)
+    final = 0.1 + slope
+    summary = {"algo": "online", "experiment": "exact", "sampler": sampler, "seed": seed, "steps": 40,
+               "eval/J": final + 0.01, "eval/reward": final + 0.51, "eval/kl": 5.0, "sft/J": 0.11,
+               "exact/J": final, "exact/reward": final + 0.5, "exact/kl": 5.0, "exact/gain": slope / 2.0,
+               "optimum/J_star": 2.1, "optimum/J_ref": 0.1, "annotations/total": 400.0}  # fmt: skip
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_with_exact_values_intervals_and_curves(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    slopes = {"vanilla": [1.0, 1.2, 0.8], "pilaf": [1.3, 1.6, 1.1]}  # pilaf ahead by 0.3, 0.4, 0.3 on every seed
+    for sampler, values in slopes.items():
+        for seed, slope in enumerate(values):
+            exact_run(root / f"{sampler}_{seed}", sampler, seed, slope)
+    written = write_report(root, tmp_path / "out")
+    out = tmp_path / "out"
+    assert {p.name for p in written} >= {"exact_table.md", "exact_curves.md", "exact_curves.csv",
+                                          "exact_curves_per_run.csv", "exact_efficiency.md"}  # fmt: skip
+    table = pd.read_csv(out / "exact_table.csv", index_col="sampler")
+    assert table.loc["pilaf", "J mean"] == pytest.approx(0.1 + 4.0 / 3)  # the exact J, not the sampled +0.01
+    assert table.loc["pilaf", "gain % mean"] == pytest.approx(100 * 4.0 / 6)  # 100 x exact/gain
+    # J differences 0.3, 0.4, 0.3: mean 1/3, sd 0.0577, interval 1/3 ± 4.303 x 0.0333 = [0.190, 0.477]: a win.
+    assert table.loc["pilaf", "J diff ci low"] == pytest.approx(1 / 3 - 4.302653 * 0.1 / 3, abs=1e-6)
+    markdown = (out / "exact_table.md").read_text()
+    assert markdown.startswith("Final policy, exact (enumerated")
+    pilaf = next(line for line in markdown.splitlines() if line.startswith("| pilaf |"))
+    assert pilaf.split("|")[6].strip() == "**+0.333 [+0.190, +0.477] ▲**"
+    curves = pd.read_csv(out / "exact_curves.csv")
+    auc = curves[(curves["metric"] == "J AUC") & (curves["sampler"] == "pilaf")].iloc[0]
+    assert auc["mean"] == pytest.approx(0.1 + 4.0 / 3 / 2)  # mean of the exact line 0.1 + slope x over x in [0, 1]
+    assert auc["verdict"] == "better"
+    # Vanilla's final gain G = mean slope = 1.0; pilaf seed 0's sampled line 0.11 + 1.3 x reaches 0.1 + 0.25 at
+    # x = 0.24 / 1.3, i.e. 400 x 0.24 / 1.3 = 73.8 annotations.
+    per_run = pd.read_csv(out / "exact_curves_per_run.csv").set_index(["sampler", "seed"])
+    assert per_run.loc[("pilaf", 0), "annotations to 25% gain"] == pytest.approx(400 * 0.24 / 1.3)
+    printed = capsys.readouterr().out
+    assert (out / "exact_curves.md").read_text() in printed and markdown in printed
+    tex = (out / "exact_table.tex").read_text()
+    assert r"\textbf{+0.333 [+0.190, +0.477] $\blacktriangle$}" in tex and r"$\Delta$J vs vanilla" in tex
 
 
 def test_no_runs_is_a_one_line_error(tmp_path, capsys):
@@ -73,15 +125,17 @@ def test_table3_sweep_at_two_seeds_and_its_report(tmp_path, subprocess_env):
     assert report.returncode == 0, report.stderr
     out = sweep_dir / "report"
     table = pd.read_csv(out / "table3_online_table.csv", index_col="sampler")
+    source = "exact" if all("exact/J" in s for s in summaries) else "eval"  # the table reads exact J where known
     for sampler, row in table.iterrows():
-        js = [s["eval/J"] for s in summaries if s["sampler"] == sampler]
+        js = [s[f"{source}/J"] for s in summaries if s["sampler"] == sampler]
         assert row["J mean"] == pytest.approx(statistics.mean(js))
         assert row["J std"] == pytest.approx(statistics.stdev(js))
         assert row["seeds"] == 2
-    best = table["J mean"].idxmax()
     markdown = (out / "table3_online_table.md").read_text()
-    best_line = next(line for line in markdown.splitlines() if line.startswith(f"| {best} |"))
-    assert best_line.split("|")[4].strip().startswith("**")  # the J column of the best sampler is bold
+    for row in table.itertuples():  # a win is marked only where the paired interval excludes 0
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {row.Index} |"))
+        assert ("▲" in line) == (row._asdict().get("J diff ci low", float("nan")) > 0)
+    assert (out / "table3_online_curves.md").exists() and (out / "table3_online_curves.csv").exists()
     for name in ("reward_kl", "J_vs_annotations"):
         assert (out / f"table3_online_{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert (out / f"table3_online_{name}.pdf").read_bytes()[:4] == b"%PDF"

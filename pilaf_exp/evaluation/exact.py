@@ -1,0 +1,171 @@
+"""Exact reward, KL and J of a policy on an enumerable task: every response of every evaluation
+prompt, weighted by its exact probability, with no sampling noise.
+
+The response tree of a prompt is walked level by level with a KV cache: level d feeds the last
+token of each of the V^d prefixes once, so a model reads sum_{d<T} V^d token positions per prompt
+(37,449 for V = 8, T = 6) instead of V^(T-1) full sequences (8x more). The reference's log-probs
+and the oracle's rewards do not change during a run: `ResponseTable` computes them once per
+(task, reference, oracle, prompts) and is cached with them; a policy then needs one walk.
+
+J(x) = sum_y pi(y|x) [r*(x, y) - beta (log pi(y|x) - log pi_ref(y|x))], at the sampling temperature
+(both log-probs at that temperature, as the sampled evaluation does). J*(x) = beta log sum_y
+pi_ref(y|x) exp(r*(x, y) / beta) (`evaluation.optimum`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.sampling.engines import cache_argument
+
+Reduce = Callable[[Tensor], Tensor]  # sums a tensor over the ranks of a distributed run
+
+
+def all_sequences(vocab: int, length: int) -> Tensor:
+    """[vocab**length, length] every token sequence, last position varying fastest."""
+    return torch.tensor(list(itertools.product(range(vocab), repeat=length)), dtype=torch.long).view(-1, length)
+
+
+@torch.inference_mode()
+def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int, temperature: float = 1.0) -> Tensor:
+    """log pi(y|x) of every response y of one prompt ([P], unpadded), at `temperature`:
+    [vocab**length] in the order of `all_sequences(vocab, length)`."""
+    cache, argument = DynamicCache(), cache_argument(model)
+    logits = model(input_ids=prompt[None], use_cache=True, **{argument: cache}).logits[:, -1]  # [1, V]
+    logp = torch.zeros(1)  # log-prob of each prefix of the current level: [V^d]
+    for depth in range(length):
+        # Children of every prefix, prefix-major: row i*V + v extends prefix i with token v.
+        logp = (logp[:, None] + torch.log_softmax(logits.float() / temperature, dim=-1)).flatten()  # [V^(d+1)]
+        if depth == length - 1:
+            return logp
+        rows = len(logp)
+        cache.batch_repeat_interleave(vocab)
+        tokens = torch.arange(vocab).repeat(rows // vocab)[:, None]  # [V^(d+1), 1]
+        positions = torch.full((rows, 1), prompt.shape[0] + depth)
+        logits = model(input_ids=tokens, position_ids=positions, use_cache=True, **{argument: cache}).logits[:, -1]
+    raise ValueError("length must be >= 1")
+
+
+@torch.inference_mode()
+def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: int, chunk: int = 2048) -> Tensor:
+    """r*(x, y) of every response of one prompt ([P]): [vocab**length], in `all_sequences` order.
+    A forward over each of the V^(T-1) prefixes, then all V one-token extensions scored from its cache."""
+    prefixes = all_sequences(vocab, length - 1)  # [V^(T-1), T-1]
+    children = torch.arange(vocab)
+    argument, rewards = cache_argument(oracle.model), []
+    for start in range(0, len(prefixes), chunk):
+        prefix = prefixes[start : start + chunk]
+        count = len(prefix)
+        inputs = torch.cat([prompt.expand(count, -1), prefix], dim=1)  # [c, P + T - 1]
+        cache = DynamicCache()
+        oracle.model(input_ids=inputs, use_cache=True, **{argument: cache})
+        cache.batch_repeat_interleave(vocab)
+        last = oracle.model(
+            input_ids=children.repeat(count)[:, None],
+            position_ids=torch.full((count * vocab, 1), inputs.shape[1]),
+            **{argument: cache},
+        ).logits[:, 0]
+        rewards.append((last.float() - oracle.shift) * oracle.scale)
+    return torch.cat(rewards)
+
+
+@dataclass
+class ResponseTable:
+    """Everything about the evaluation prompts' responses that does not depend on the policy."""
+
+    prompts: Tensor  # [N, P]
+    reference_logp: Tensor  # [N, V^T] log pi_ref(y|x) at `temperature`
+    reward: Tensor  # [N, V^T] r*(x, y)
+    vocab: int
+    length: int
+    temperature: float
+
+    @classmethod
+    def build(
+        cls, reference: nn.Module, oracle: RewardOracle, prompts: Tensor, vocab: int, length: int,
+        temperature: float = 1.0,
+    ) -> ResponseTable:  # fmt: skip
+        logp = torch.stack([response_logprobs(reference, p, vocab, length, temperature) for p in prompts])
+        reward = torch.stack([response_rewards(oracle, p, vocab, length) for p in prompts])
+        return cls(prompts, logp, reward, vocab, length, temperature)
+
+    def evaluate(self, policy: nn.Module, beta: float) -> dict[str, float]:
+        """Exact mean reward, KL and J of `policy` over the table's prompts."""
+        sums = self.sums(policy, beta, range(len(self.prompts)))
+        return {k: v / len(self.prompts) for k, v in zip(("reward", "kl", "J"), sums.tolist())}
+
+    def sums(self, policy: nn.Module, beta: float, rows: Sequence[int]) -> Tensor:
+        """[3] exact reward, KL and J of `policy` summed over the prompts `rows` (float64; zeros for
+        none, so ranks with an empty share add nothing)."""
+        device = next(policy.parameters()).device
+        total = torch.zeros(3, dtype=torch.double)
+        for i in rows:
+            logp = response_logprobs(policy, self.prompts[i].to(device), self.vocab, self.length, self.temperature)
+            total += per_prompt_objective(logp.cpu(), self.reference_logp[i], self.reward[i], beta)
+        return total
+
+    def optimum(self, beta: float) -> dict[str, float]:
+        """J* (at beta) and J(pi_ref) = E_ref r*, means over the prompts."""
+        j_star = beta * torch.logsumexp(self.reference_logp.double() + self.reward.double() / beta, dim=-1)
+        j_ref = (self.reference_logp.double().exp() * self.reward.double()).sum(-1)
+        return {"J_star": j_star.mean().item(), "J_ref": j_ref.mean().item()}
+
+
+def per_prompt_objective(logp: Tensor, reference_logp: Tensor, reward: Tensor, beta: float) -> Tensor:
+    """[3] exact E_pi r*, KL(pi || pi_ref) and J of one prompt from its [V^T] log pi, log pi_ref, r* (float64)."""
+    logp, reference_logp, reward = logp.double(), reference_logp.double(), reward.double()
+    p = logp.exp()
+    expected_reward, kl = (p * reward).sum(), (p * (logp - reference_logp)).sum()
+    return torch.stack([expected_reward, kl, expected_reward - beta * kl])
+
+
+@dataclass
+class ExactEvaluation:
+    """Exact evaluation during training: at step 0, every `every` steps and at the last step."""
+
+    table: ResponseTable
+    beta: float
+    every: int | None  # None: only at the first and the last step
+    KEYS: ClassVar[tuple[str, ...]] = ("exact/reward", "exact/kl", "exact/J", "exact/gain")
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or step == 0 or bool(self.every and step % self.every == 0)
+
+    def __call__(
+        self, policy: nn.Module, rank: int = 0, world_size: int = 1, reduce: Reduce | None = None,
+        is_reference: bool = False,
+    ) -> dict:  # fmt: skip
+        """Each rank walks its share of the prompts (rank, rank + world_size, ...); `reduce` sums.
+        `is_reference`: the policy is pi_ref itself (every run's step 0), whose values the table holds."""
+        optimum = self.table.optimum(self.beta)
+        if is_reference:
+            return dict(zip(self.KEYS, (optimum["J_ref"], 0.0, optimum["J_ref"], 0.0)))
+        sums = self.table.sums(policy, self.beta, range(rank, len(self.table.prompts), world_size))
+        if reduce is not None:
+            sums = reduce(sums).cpu()
+        reward, kl, j = (sums / len(self.table.prompts)).tolist()
+        gain = (j - optimum["J_ref"]) / (optimum["J_star"] - optimum["J_ref"])
+        return dict(zip(self.KEYS, (reward, kl, j, gain)))
+
+
+def enumerate_responses(
+    reference: nn.Module, oracle: RewardOracle, prompt: Tensor, vocab: int, length: int, chunk: int = 2048
+) -> tuple[Tensor, Tensor]:
+    """log pi_ref(y|x) and r*(x, y) of every response of one prompt ([P]), in `all_sequences` order."""
+    return response_logprobs(reference, prompt, vocab, length), response_rewards(oracle, prompt, vocab, length, chunk)
+
+
+def optimum(
+    reference: nn.Module, oracle: RewardOracle, prompts: Tensor, vocab: int, length: int, beta: float
+) -> dict[str, float]:
+    """Mean over prompts ([N, P]) of J*(x) and of J(pi_ref)(x) = E_ref r*(x, y)."""
+    values = ResponseTable.build(reference, oracle, prompts, vocab, length).optimum(beta)
+    return {"optimum/J_star": values["J_star"], "optimum/J_ref": values["J_ref"], "optimum/prompts": len(prompts)}

@@ -1,0 +1,228 @@
+"""Curves, not endpoints: each run's whole J-vs-annotations curve reduced to a few numbers, and every
+sampler compared with vanilla seed by seed (runs of one seed share prompts and starting policy).
+
+Per run (one directory), with budget = its final `annotations/total`:
+- "J last 10%": mean sampled `eval/J` over the evaluations with step >= 0.9 x the final step (the
+  endpoint with less evaluation noise); the exact J there when the run has no sampled J.
+- "J @ q%": J at q x budget, interpolated linearly in annotations between the exact evaluations
+  (`exact/J`, no sampling noise) when a run has >= 2 of them, else between the sampled ones.
+- "J AUC": the trapezoid area under J against annotations divided by the annotations it spans
+  (0 to budget), i.e. the mean J over the budget; over the exact points when there are >= 3, else
+  the sampled curve.
+- "annotations to q% gain": where the sampled `eval/J` curve first reaches J_0 + q G (linear
+  interpolation as in `efficiency.annotations_to_reach`), J_0 = the run's step-0 J (exact where
+  present) and G = vanilla's final gain = mean over vanilla's seeds of final J - step-0 J (exact where
+  present); NaN = not reached. Omitted when G <= 0 (a share of no gain means nothing).
+The curve for "J @ q%" and the area starts at (0 annotations, step-0 J): the starting policy needs no
+annotations, although iterative DPO evaluates it after labelling round 1; an annotation count shared by
+several evaluations (a round's training) keeps the latest, the J those annotations bought, so rounds
+are joined by straight lines. The crossing instead reads the evaluations as they are: a target met
+during round 1's training costs round 1's whole count. Where a sampler and seed have several runs (a
+re-run in the same tree), their metrics are averaged before pairing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.report.efficiency import ANNOTATIONS, annotations_to_reach
+from pilaf_exp.report.stats import Interval, Paired, mean_ci, paired, verdict
+
+SAMPLED, EXACT = "eval/J", "exact/J"
+LAST_SHARE = 0.1
+BUDGET_SHARES = (0.25, 0.5, 0.75, 1.0)
+GAIN_SHARES = (0.25, 0.5, 0.75)
+MARKERS = {"better": "▲", "worse": "▼"}
+
+
+def j_at_share(share: float) -> str:
+    return f"J @ {100 * share:.0f}% budget"
+
+
+def to_gain(share: float) -> str:
+    return f"annotations to {100 * share:.0f}% gain"
+
+
+# metric -> higher is better, in the table's order: J of any kind up, annotations needed down.
+DIRECTIONS = {"J last 10%": True, **{j_at_share(s): True for s in BUDGET_SHARES}, "J AUC": True} | {
+    to_gain(s): False for s in GAIN_SHARES
+}
+
+
+def points(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(annotations, J) of the evaluations that have `column`, by step. The step-0 evaluation sits at 0
+    annotations (the starting policy needs none; iterative DPO evaluates it after labelling round 1),
+    and a count shared by several evaluations keeps the latest."""
+    if column not in run:
+        return np.empty(0), np.empty(0)
+    rows = run.dropna(subset=[column, ANNOTATIONS]).sort_values("step")
+    rows = rows.assign(**{ANNOTATIONS: rows[ANNOTATIONS].where(rows["step"] != 0, 0.0)})
+    rows = rows.drop_duplicates(subset=ANNOTATIONS, keep="last")
+    return rows[ANNOTATIONS].to_numpy(float), rows[column].to_numpy(float)
+
+
+def curve(run: pd.DataFrame, min_exact: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact curve when it has at least `min_exact` points, else the sampled one."""
+    x, y = points(run, EXACT)
+    return (x, y) if len(x) >= min_exact else points(run, SAMPLED)
+
+
+def mean_j(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid area under y(x) over the span of x, divided by that span."""
+    if len(x) < 2 or x[-1] <= x[0]:
+        return math.nan
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def last_share_j(run: pd.DataFrame) -> float:
+    """Mean J over the evaluations in the last 10% of steps: sampled, else exact."""
+    late = run[run["step"] >= (1 - LAST_SHARE) * run["step"].max()]
+    for column in (SAMPLED, EXACT):
+        if column in late and late[column].notna().any():
+            return float(late[column].mean())
+    return math.nan
+
+
+def endpoints(run: pd.DataFrame) -> tuple[float, float]:
+    """(first, last) evaluated J by step (step 0 and the final step): exact where the run has >= 2
+    exact evaluations, else sampled."""
+    column = EXACT if EXACT in run and run[EXACT].notna().sum() >= 2 else SAMPLED
+    j = run.sort_values("step")[column].dropna() if column in run else pd.Series(dtype=float)
+    return (float(j.iloc[0]), float(j.iloc[-1])) if len(j) else (math.nan, math.nan)
+
+
+def runs_of(history: pd.DataFrame) -> Iterator[tuple[dict, pd.DataFrame]]:
+    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
+    for key, rows in history.groupby(keys, sort=True):
+        yield dict(zip(keys, key)), rows.sort_values("step")
+
+
+def baseline_gain(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> float:
+    """Vanilla's final gain: mean over its seeds (re-runs of a seed averaged) of final J - step-0 J."""
+    gains = {}
+    for key, rows in runs_of(history):
+        if key["sampler"] == baseline:
+            start, end = endpoints(rows)
+            gains.setdefault(key["seed"], []).append(end - start)
+    return float(np.mean([np.mean(g) for g in gains.values()])) if gains else math.nan
+
+
+def run_metrics(run: pd.DataFrame, gain: float) -> dict[str, float]:
+    """Every curve metric of one run (module docstring); `gain` = vanilla's final gain."""
+    budget = float(run[ANNOTATIONS].max())
+    x, y = curve(run, min_exact=2)
+    metrics = {"budget": budget, "J last 10%": last_share_j(run)}
+    metrics |= {j_at_share(s): float(np.interp(s * budget, x, y)) if len(x) else math.nan for s in BUDGET_SHARES}
+    metrics["J AUC"] = mean_j(*curve(run, min_exact=3))
+    if gain > 0:
+        start = endpoints(run)[0]
+        metrics |= {to_gain(s): annotations_to_reach(run, start + s * gain) for s in GAIN_SHARES}
+    return metrics
+
+
+def per_run(history: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: sampler, seed, run_dir and its curve metrics."""
+    gain = baseline_gain(history)
+    rows = [key | run_metrics(rows, gain) for key, rows in runs_of(history)]
+    return pd.DataFrame(rows)
+
+
+def sampler_order(names) -> list[str]:
+    known = sampler_names()
+    return sorted(names, key=lambda n: (n not in known, known.index(n) if n in known else 0, n))
+
+
+def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
+    """Long table, one row per (metric, sampler): mean and 95% t interval over seeds, and the paired
+    comparison with the baseline over the seeds where both have a value (for annotations to reach:
+    the seeds where both reached)."""
+    by_seed = runs.groupby(["sampler", "seed"]).mean(numeric_only=True)
+    ran = {name: set(seeds) for name, seeds in by_seed.reset_index().groupby("sampler")["seed"]}
+    rows = []
+    for metric, higher in DIRECTIONS.items():
+        if metric not in by_seed:
+            continue
+        table = by_seed[metric].unstack("sampler")  # seed x sampler, NaN = no run or not reached
+        for sampler in sampler_order(table.columns):
+            i = mean_ci(table[sampler])
+            row = {"metric": metric, "sampler": sampler, "higher is better": higher, "mean": i.mean,
+                   "ci low": i.low, "ci high": i.high, "n": i.n, "seeds": len(ran[sampler])}  # fmt: skip
+            if sampler != baseline and baseline in table:
+                both = table[[sampler, baseline]].dropna()
+                common = len(ran[sampler] & ran[baseline])
+                row |= difference_columns(paired(both[sampler] - both[baseline]), higher) | {"seeds in common": common}
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    counts = [c for c in ("pairs", "seeds in common") if c in table]
+    return table.astype({c: "Int64" for c in counts})  # whole numbers, <NA> on the baseline's rows
+
+
+def difference_columns(test: Paired, higher: bool) -> dict:
+    d = test.difference
+    return {"diff mean": d.mean, "diff ci low": d.low, "diff ci high": d.high, "pairs": d.n,
+            "sign p": test.sign_p, "permutation p": test.permutation_p, "verdict": verdict(test, higher)}  # fmt: skip
+
+
+def interval_text(interval: Interval, spec: str, sign: str = "") -> str:
+    """'mean [low, high]' with the format spec (e.g. '.3f'); the mean alone without an interval; — without values."""
+    if pd.isna(interval.mean):
+        return "—"
+    number = "{:" + sign + spec + "}"
+    text = number.format(interval.mean)
+    return text if pd.isna(interval.low) else f"{text} [{number.format(interval.low)}, {number.format(interval.high)}]"
+
+
+def difference_text(row: pd.Series, spec: str, bold: str = "**{}**") -> str:
+    """A win or loss (▲ better / ▼ worse than the baseline) only when the paired interval excludes 0;
+    else 'tie' and the interval, which holds 0. — for the baseline itself or without pairs."""
+    if pd.isna(row.get("verdict")) or pd.isna(row["pairs"]) or row["pairs"] == 0:
+        return "—"
+    interval = Interval(row["diff mean"], row["diff ci low"], row["diff ci high"], int(row["pairs"]))
+    text = interval_text(interval, spec, sign="+")
+    if row["verdict"] == "tie":
+        return f"tie: {text}"
+    if row["verdict"] == "n/a":
+        return f"{text} (1 pair: no interval)"
+    marked = f"{text} {MARKERS[row['verdict']]}"
+    return bold.format(marked) if row["verdict"] == "better" else marked
+
+
+def spec_of(metric: str) -> str:
+    return ",.0f" if metric.startswith("annotations") else ".4f"
+
+
+def comparison_cells(table: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
+    """Display strings of `compare`'s table, indexed by metric (one row per metric and sampler)."""
+    cells = []
+    for _, row in table.iterrows():
+        spec = spec_of(row["metric"])
+        value = interval_text(Interval(row["mean"], row["ci low"], row["ci high"], int(row["n"])), spec)
+        if row["metric"].startswith("annotations") and row["n"] < row["seeds"]:
+            value += f" (not reached in {row['seeds'] - row['n']}/{row['seeds']} seeds)"
+        pairs = "—" if pd.isna(row.get("pairs")) else f"{row['pairs']:.0f}/{row['seeds in common']:.0f}"
+        cells.append({"metric": row["metric"], "sampler": row["sampler"], "mean [95% CI]": value,
+                      f"Δ vs {baseline} [95% CI]": difference_text(row, spec), "pairs": pairs,
+                      "sign p": p_text(row.get("sign p")),
+                      "permutation p": p_text(row.get("permutation p"))})  # fmt: skip
+    return pd.DataFrame(cells).set_index("metric")
+
+
+def p_text(p: float | None) -> str:
+    return "—" if p is None or pd.isna(p) else f"{p:.3g}"
+
+
+def caption(gain: float, baseline: str = BASELINE_SAMPLER) -> str:
+    target = "not defined: no baseline runs" if pd.isna(gain) else f"G = {gain:.4f}"
+    return (
+        f"Per run: J averaged over the last 10% of steps; J at 25/50/75/100% of the annotation budget and the mean J "
+        f"over the budget (area under J vs annotations / budget), exact where evaluated; annotations (responses "
+        f"labelled) to reach 25/50/75% of {baseline}'s final gain over the starting J ({target}). Mean [95% t "
+        f"interval] over seeds; Δ = sampler - {baseline}, paired by seed (for annotations, over the seeds where both "
+        f"reached: 'pairs' = paired / common seeds). ▲ better / ▼ worse (bold = better) only when the paired "
+        f"interval excludes 0, else tie. p: two-sided exact sign test and paired sign-flip permutation test.\n\n"
+    )
