@@ -1,5 +1,5 @@
 """`python -m pilaf_exp.report <multirun dir> [--out DIR] [--wandb [--workspace]]`: tables and figures
-from a sweep's runs, and with --wandb the same in one W&B run of the sweep's group (docs/WANDB.md)."""
+from a sweep's runs, and with --wandb the same in one W&B run of the sweep's group (README: W&B)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ annotator (sampling + labelling), the loss in `dpo.py` and the evaluator."""
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,6 +159,12 @@ class DPOModule(L.LightningModule):
         self.step_record = copy.deepcopy(self.record.state())
 
     def on_train_start(self) -> None:
+        # Lightning's own SIGTERM handler broadcasts from inside the signal handler (a collective at a
+        # random point of a step) and makes each rank stop on its own flag: ranks then wait for each
+        # other forever or lose their peer mid-step. Ours only notes the signal; `stop_requested`
+        # decides with all ranks at a batch boundary.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.note_signal)
         if self.run_step == 0:
             self.evaluate()  # the starting policy (the SFT model itself)
 
@@ -172,6 +180,15 @@ class DPOModule(L.LightningModule):
         if self.stop_requested() and self.checkpointer and not self.checkpointer.has(self.run_step):
             self.save_checkpoint()
 
+    signalled = False  # this rank received SIGTERM (or SIGUSR1, turned into one) since fit started
+
+    def note_signal(self, signum: int, frame: Any) -> None:
+        if not self.signalled:
+            launcher = self.trainer.strategy.launcher
+            if launcher is not None:  # ranks this process started get the signal too, as with Lightning's
+                launcher.kill(signum)
+        self.signalled = True
+
     def stop_requested(self) -> bool:
         """Whether any rank was signalled, decided by every rank together at this batch boundary.
 
@@ -179,13 +196,12 @@ class DPOModule(L.LightningModule):
         alone would wait forever for the others. One all-reduce of the local flags per batch makes
         the decision collective, and a rank that was not signalled yet is marked as if it were, so
         every rank saves the same checkpoint and leaves Lightning's loop after the same batch."""
-        signalled = bool(self.trainer.received_sigterm)
-        if self.trainer.world_size == 1:
-            return signalled
-        flags = self.sum_over_ranks(torch.tensor([float(signalled)]))
-        if flags.item() > 0 and not signalled:
-            self.trainer._signal_connector.received_sigterm = True  # leave with the others
-        return flags.item() > 0
+        stop = self.signalled or bool(self.trainer.received_sigterm)
+        if self.trainer.world_size > 1:
+            stop = self.sum_over_ranks(torch.tensor([float(stop)])).item() > 0
+        if stop:  # Lightning leaves its loop after this batch, on every rank alike
+            self.trainer._signal_connector.received_sigterm = True
+        return stop
 
     def save_checkpoint(self) -> None:
         if self.ledger:  # a checkpoint must never be ahead of the ledger entries it resumes from
