@@ -57,3 +57,15 @@ def small_cfg(tmp_path: Path, sft_cache: Path):
 def subprocess_env(sft_cache: Path) -> dict[str, str]:
     """Environment for `python -m pilaf_exp` subprocesses: shared SFT cache, W&B offline."""
     return {**os.environ, "PILAF_CACHE_DIR": str(sft_cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """W&B offline in this process; no run left open for the next test."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    yield
+    wandb.teardown()

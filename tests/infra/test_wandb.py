@@ -29,16 +29,6 @@ SHRINK = ["algo.steps=4", "algo.batch_size=8", "algo.eval_every=2", "eval.exact_
           "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """W&B offline in this process; no run left open for the next test."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    yield
-    wandb.teardown()
-
-
 def written(wandb_dir: Path) -> list:
     """The offline runs under `wandb_dir` once W&B has written them out: `finish()` returns before its
     service has flushed the transaction log, which is complete when the process ends (a user's

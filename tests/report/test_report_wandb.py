@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import pytest
 import wandb
 
 from pilaf_exp.infra.wandb_records import offline_runs
@@ -33,15 +32,6 @@ def finished_run(run_dir, sampler: str, seed: int, slope: float) -> None:
     (run_dir / "config_resolved.yaml").write_text("logger:\n  wandb:\n    project: pilaf_tables\n")
     (run_dir / "wandb").mkdir()
     (run_dir / "wandb" / "group").write_text(GROUP + "\n")
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    yield
-    wandb.teardown()
 
 
 def test_the_report_goes_to_one_wandb_run_of_the_sweeps_group(tmp_path, offline, capsys):
