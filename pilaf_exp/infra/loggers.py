@@ -96,6 +96,7 @@ def wandb_logger(
     name: str | None = None,
     tags: list[str] | None = None,
     pairs_table_rows: int = 4,
+    flush_seconds: float = 2.0,
     **kwargs: Any,
 ) -> RunLogger:
     """The run's W&B logger, offline unless the user has given a key (WANDB_API_KEY) or set WANDB_MODE.
@@ -107,7 +108,12 @@ def wandb_logger(
     `wandb sync`. The run id is kept in save_dir/wandb/run_id, so a resumed run (same output_dir)
     continues the same W&B run instead of starting a new one; an unreachable server falls back to
     offline. No key is ever logged: W&B reads it from the environment or its netrc.
+
+    W&B writes the run's `.wandb` log every `flush_seconds` (its own default is 15 s): what a kill -9
+    catches unwritten is lost, and a resumed run logs again only the steps after its checkpoint.
     """
+    import wandb
+
     mode = wandb_mode()
     wandb_dir = Path(save_dir) / "wandb"
     id_file = wandb_dir / "run_id"
@@ -124,7 +130,8 @@ def wandb_logger(
     def make(mode: str, run_id: str) -> RunLogger:
         return RunLogger(
             save_dir=save_dir, project=project, group=group, job_type=job_type, name=name, tags=list(tags or []),
-            mode=mode, id=run_id, resume="allow", config=config, pairs_table_rows=pairs_table_rows, **kwargs,
+            mode=mode, id=run_id, resume="allow", config=config, pairs_table_rows=pairs_table_rows,
+            settings=wandb.Settings(x_transaction_log_flush_interval=flush_seconds), **kwargs,
         )  # fmt: skip
 
     logger = make(mode, run_id)
