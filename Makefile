@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results clean
+.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results gradients clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,3 +64,6 @@ clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 
 results: install  ## every sweep behind RESULTS.md (protocol, Tables 2-3, Fig. 4; 10 seeds), their reports, RESULTS.md
 	$(PY) -m pilaf_exp.report.results $(ARGS)
+
+gradients: install  ## the exact gradient analysis (5 vanilla runs, SFT + steps 100-300, ~2.5 h on 2 cores): docs/results/gradients.md
+	bash scripts/gradients.sh

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="a run's checkpoints/step_*.ckpt, a save_pretrained directory, or 'sft' for the SFT "
                              "policy (the default); repeat for several")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="pairs per prompt in each of the two halves")
+    parser.add_argument("--pairs-for", action="append", default=[], metavar="SAMPLER=N",
+                        help="another --pairs for one sampler (e.g. best_of_n=1024)")  # fmt: skip
     parser.add_argument("--samplers", default=None, help="comma-separated subset (default: all of conf/sampler/)")
     parser.add_argument(
         "--variant",
@@ -46,8 +49,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("gradients"), help="where the JSON results go")
     args = parser.parse_args(argv)
-    if args.pairs < 2:
-        parser.error("--pairs must be at least 2")
+    try:
+        args.pairs_for = {name: int(count) for name, _, count in (item.partition("=") for item in args.pairs_for)}
+    except ValueError:
+        parser.error("--pairs-for takes SAMPLER=N")
+    if min([args.pairs, *args.pairs_for.values()]) < 2:
+        parser.error("--pairs and --pairs-for must be at least 2")
     return args
 
 
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Analyse every requested policy; one JSON file each."""
+    import torch
+
     from pilaf_exp.analysis.inputs import check_same_world, load_policy, run_config, samplers_of
     from pilaf_exp.analysis.measure import Setting, analyse
     from pilaf_exp.build import build_world, decode_spec, response_table
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise ConfigError("the analysis enumerates responses: it needs an enumerable task and eval.exact_prompts > 0")
     spec = decode_spec(cfg, world.task, 1.0)
     lr = float(cfg.algo.lr) if args.lr is None else args.lr
-    setting = Setting(float(cfg.algo.beta), lr, int(cfg.algo.batch_size), args.pairs)
+    setting = Setting(float(cfg.algo.beta), lr, int(cfg.algo.batch_size), args.pairs, args.pairs_for)
     setup = time.perf_counter() - started
     written = []
     for path in paths:
@@ -103,12 +112,13 @@ def run(args: argparse.Namespace) -> list[Path]:
         result = analyse(policy.model, world.reference, table, {n: e.sampler for n, e in samplers.items()}, spec,
                          setting, int(cfg.seed))  # fmt: skip
         result["seconds"] |= {"setup": setup, "policy": time.perf_counter() - began}
+        result["machine"] = {"threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         run_seed = policy.run_config.get("seed") if policy.run_config is not None else None
         record = {
             "label": policy.label, "source": policy.source, "step": policy.step, "seed": int(cfg.seed),
             "run_seed": run_seed, "overrides": list(args.overrides), "prompts": len(table.prompts),
-            "pairs_per_prompt_half": args.pairs, "beta": setting.beta, "lr": lr, "batch_size": setting.batch_size,
-            "sampler_configs": {n: e.config for n, e in samplers.items()}, **result,
+            "pairs_per_prompt_half": {n: setting.pairs_of(n) for n in samplers}, "beta": setting.beta, "lr": lr,
+            "batch_size": setting.batch_size, "sampler_configs": {n: e.config for n, e in samplers.items()}, **result,
         }  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f"{policy.label}_seed{int(cfg.seed)}.json"

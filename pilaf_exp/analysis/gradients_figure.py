@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pilaf_exp.analysis.gradients_report import METRICS, sampler_order  # noqa: E402
-from pilaf_exp.report.plots import colour_of  # noqa: E402
+from pilaf_exp.analysis.gradients_table import METRICS, sampler_order  # noqa: E402
+from pilaf_exp.report.plots import KNOWN, colour_of  # noqa: E402
 
 TITLES = {
     "cosine": "cos(-E[grad DPO loss], grad J)",
@@ -21,16 +21,28 @@ TITLES = {
 }
 
 
+def colours(names: list[str]) -> dict[str, str]:
+    """The configured samplers keep the report's colours; variants and others take unused ones."""
+    known = {name: colour_of(name, 0) for name in names if name in KNOWN}
+    spare = [c for c in plt.get_cmap("tab10").colors if matplotlib.colors.to_hex(c) not in known.values()]
+    others = [name for name in names if name not in known]
+    return known | {name: matplotlib.colors.to_hex(spare[i % len(spare)]) for i, name in enumerate(others)}
+
+
 def plot(summary: pd.DataFrame, stem: Path) -> list[Path]:
     """One panel per metric, one line per sampler (variants dashed), bands = 95% t interval over seeds."""
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5.2 * len(METRICS), 4.2))
-    for index, name in enumerate(sampler_order(summary["sampler"])):
+    names = sampler_order(summary["sampler"])
+    palette = colours(names)
+    for name in names:
         rows = summary[summary["sampler"] == name].sort_values("step")
-        colour = colour_of(name, index)
-        style = "--" if "[" in name else "-"
+        colour = palette[name]
+        style = "--" if name not in KNOWN else "-"
         for ax, column in zip(axes, METRICS):
             ax.plot(rows["step"], rows[column], style, color=colour, marker="o", markersize=3, label=name)
             ax.fill_between(rows["step"], rows[f"{column} low"], rows[f"{column} high"], color=colour, alpha=0.12)
+    lowest = summary["cosine"].min()
+    axes[0].set_ylim(max(-1.0, lowest - 0.15), 1.005)
     for ax, column in zip(axes, METRICS):
         ax.set_title(TITLES[column], fontsize=10)
         ax.set_xlabel("training step of the vanilla online-DPO run")

@@ -7,62 +7,19 @@ import statistics
 
 import pandas as pd
 
+from pilaf_exp.analysis.gradients_table import RELATIVE
+from pilaf_exp.analysis.prose import CAVEATS, CLAIMS, METHOD, THEORY
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
 from pilaf_exp.report.stats import paired, verdict
 
-PILAF = "pilaf"
-
-CLAIMS = """\
-## What the paper claims
-
-PILAF (Feng et al., ICML 2025, arXiv 2502.04270, Sec. 4) derives its response sampling so that
-(i) *optimization*: the expected gradient of the preference (reward-MLE / DPO) loss on the pairs it
-samples points along the gradient of the oracle objective
-J(pi) = E_x[E_{y~pi} r*(x, y) - beta KL(pi || pi_ref)], with the interpolation coefficient equal to
-beta, where vanilla sampling (both responses from pi) carries no such guarantee; and (ii)
-*statistics*: the gradient estimated from its labelled pairs is efficient along that direction.
-Here both are measured exactly on the embedded task, for every sampler in `conf/sampler/`."""
-
-METHOD = """\
-## What was measured
-
-`python -m pilaf_exp.analysis.gradients` (`pilaf_exp/analysis/`), per policy:
-
-* **grad J, exact.** J(x) = sum_y pi(y|x)[r*(x,y) - beta(log pi(y|x) - log pi_ref(y|x))], so
-  grad J = sum_y pi(y) A(y) grad log pi(y) with A = r* - beta(log pi - log pi_ref). Every response of
-  every prompt is enumerated: the response tree is walked level by level with a KV cache and
-  autograd (`analysis/tree.py`), so a weighted sum over all V^T responses is one differentiable walk
-  over the sum_{{d<T}} V^d prefixes ({tree_positions:,} token positions for {responses:,} responses, against
-  {full_positions:,} response positions, prompts aside, for full-sequence forwards; equal to them to rounding:
-  `tests/analysis/test_gradients.py`). Nothing is truncated, and truncating would not pay: the
-  policies' entropy is {entropy_low:.2f} to {entropy_high:.2f} nats per prompt, and holding all but 1e-2
-  (1e-4) of a prompt's mass takes {kept_2:,.0f} ({kept_4:,.0f}) of its {responses:,} responses (means).
-* **Expected DPO gradient, per sampler.** Pairs drawn by the sampler's own `sample()` (so whatever
-  it does is what is measured), with the Bradley-Terry label probability s = sigma(r*(a) - r*(b))
-  in place of a label: the expected loss s L(a > b) + (1 - s) L(b > a) has gradient
-  beta(sigma(m) - s)(grad log pi(a) - grad log pi(b)), m the DPO margin. Two independent halves.
-* **cosine** of minus that gradient with grad J (two halves pooled); its Monte Carlo error is
-  |cos(half 1) - cos(half 2)| / 2 (a one-degree-of-freedom estimate: noisy itself).
-* **gain / annotation** = lr <grad J, -g_DPO> / 2: the expected first-order change of J of a plain
-  SGD step of size lr = `algo.lr` on one pair's loss, per annotation (2 per pair). Training uses AdamW,
-  whose preconditioned step is not -g_DPO: this is the raw gradient's figure, not the optimizer's.
-* **SNR**: the mean projection of a batch gradient (`algo.batch_size` pairs, prompts uniform over
-  the test prompts, labels drawn from Bradley-Terry as in training) on grad J / |grad J|, divided
-  by its standard deviation over batches. Exact over the labels; the projection of each response's
-  grad log pi on grad J is a forward-mode derivative over the whole tree."""
-
-CAVEATS = """\
-## Caveats
-
-* The policies are the SFT model and checkpoints of *vanilla* online DPO: every sampler is measured
-  on the same policies, not on the trajectory it would produce itself.
-* The gain is first-order plain SGD; the runs use AdamW (per-coordinate scaling), so a better
-  aligned raw gradient need not give a better optimizer step.
-* The prompts are the first test prompts (`eval.exact_prompts`), the same for every policy; J and
-  grad J are theirs, not the whole test split's.
-* At the SFT policy pi = pi_ref, so hybrid's pi_ref draws and PILAF's pi_plus / pi_minus are pi
-  itself, and best-of-N's implicit reward is zero for every candidate: all samplers draw the same
-  pair distribution there, and their step-0 differences are Monte Carlo noise only."""
+PILAF, T_PILAF = "pilaf", "t_pilaf"
+KEYS = {"cosine": "cosine", "gain/annotation": "gain_per_annotation", "SNR": "snr"}  # report column -> result key
+# (the paper's claim, report column, what it measures)
+CLAIM_METRICS = (
+    ("i", "cosine", "cosine with grad J"),
+    ("i", "gain/annotation", "gain in J per annotation"),
+    ("ii", "SNR", "signal-to-noise along grad J"),
+)
 
 
 def method(records: list[dict]) -> str:
@@ -90,20 +47,68 @@ def comparison(stats: pd.Series, column: str, form: str) -> str:
     return f"{d[0]} ({call})" if call == "n/a" else f"{d[0]} [{d[1]}, {d[2]}] ({call})"
 
 
-def claim_verdict(summary: pd.DataFrame, column: str, trained: list[int]) -> str:
-    """PILAF against vanilla on one metric over the trained steps: agrees, disagrees or unresolved."""
-    if PILAF not in set(summary["sampler"]) or f"{column} vs {BASELINE_SAMPLER}" not in summary.columns:
-        return "not measured (no pilaf and vanilla results to pair)"
-    calls = [step_rows(summary, s).loc[PILAF].get(f"{column} vs {BASELINE_SAMPLER}", "n/a") for s in trained]
+def claim_verdict(summary: pd.DataFrame, column: str, trained: list[int], sampler: str = PILAF) -> str:
+    """`sampler` against vanilla on one metric, step by step (95% paired intervals, not corrected for
+    the number of steps): agrees (better at every step), disagrees (worse somewhere, better nowhere),
+    mixed, or not resolved."""
+    if sampler not in set(summary["sampler"]) or f"{column} vs {BASELINE_SAMPLER}" not in summary.columns:
+        return f"not measured (no {sampler} and vanilla results to pair)"
+    calls = [step_rows(summary, s).loc[sampler].get(f"{column} vs {BASELINE_SAMPLER}", "n/a") for s in trained]
     if not calls or "n/a" in calls:
         return "not measured (fewer than 2 seeds at a trained step)"
-    if all(c == "better" for c in calls):
-        return f"**agrees**: PILAF above vanilla at every trained step ({', '.join(map(str, trained))})"
-    if "worse" in calls:
-        worse = ", ".join(str(s) for s, c in zip(trained, calls) if c == "worse")
-        return f"**disagrees**: PILAF below vanilla at step(s) {worse}"
     better = [str(s) for s, c in zip(trained, calls) if c == "better"]
-    return f"**not resolved**: PILAF above vanilla at {len(better)} of {len(trained)} trained steps, ties elsewhere"
+    worse = [str(s) for s, c in zip(trained, calls) if c == "worse"]
+    if len(better) == len(trained):
+        return f"**agrees**: {sampler} above vanilla at every trained step ({', '.join(better)})"
+    if worse and not better:
+        return f"**disagrees**: {sampler} below vanilla at step(s) {', '.join(worse)}, never above"
+    if worse:
+        return f"**mixed**: {sampler} above vanilla at step(s) {', '.join(better)}, below at {', '.join(worse)}"
+    return f"**not resolved**: {sampler} above vanilla at {len(better)} of {len(trained)} trained steps, ties elsewhere"
+
+
+def pooled(rows: pd.DataFrame, sampler: str) -> str:
+    """`sampler` against vanilla pooled over every trained (seed, step): one paired interval per metric."""
+    trained = rows[rows["step"] > 0].set_index(["seed", "step"])
+    mine, base = trained[trained["sampler"] == sampler], trained[trained["sampler"] == BASELINE_SAMPLER]
+    cells = [paired_cell(mine[key], base[key].reindex(mine.index), column) for column, key in KEYS.items()]
+    return f"* {sampler} - vanilla pooled over the {len(mine)} trained (seed, step): " + "; ".join(cells) + "."
+
+
+def agreement(summary: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """The verdicts on the paper's two claims, for PILAF and for T-PILAF, and the level of the cosines."""
+    trained = sorted(s for s in summary["step"].unique() if s > 0)
+    lines = []
+    for sampler in (PILAF, T_PILAF):
+        if sampler not in set(summary["sampler"]):
+            continue
+        for claim, column, what in CLAIM_METRICS:
+            lines.append(f"* ({claim}) {sampler}, {what}: {claim_verdict(summary, column, trained, sampler)}.")
+        lines.append(pooled(rows, sampler))
+    for step in sorted(summary["step"].unique()):
+        here = rows[rows["step"] == step]
+        means = here.groupby("sampler")["cosine"].mean()
+        below = int(((1 - here["cosine"]) > 3 * here["cosine_mc_error"]).sum())
+        lines.append(
+            f"* Step {step}: mean cosines {means.min():.3f} ({means.idxmin()}) to {means.max():.3f} "
+            f"({means.idxmax()}); 1 - cosine exceeds 3x its two-halves Monte Carlo error in {below} of "
+            f"{len(here)} (analysis, sampler)."
+        )
+    lines.append(noise_line(summary, rows))
+    return "\n".join(lines)
+
+
+def noise_line(summary: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """The Monte Carlo error of the cosine against the differences between samplers (trained steps)."""
+    trained = summary[(summary["step"] > 0) & (summary["sampler"] != BASELINE_SAMPLER)]
+    error = rows[rows["step"] > 0]["cosine_mc_error"].median()
+    gaps = trained["cosine diff"].abs()
+    mine = gaps[trained["sampler"] == PILAF]
+    pilaf = f"; PILAF's {mine.median():.4f}" if len(mine) else ""
+    return (
+        f"* Monte Carlo error against the differences (trained steps): median two-halves cosine error {error:.4f}, "
+        f"median |cosine - vanilla's| over samplers and steps {gaps.median():.4f}{pilaf}."
+    )
 
 
 def leaders(rows: pd.DataFrame) -> str:
@@ -130,10 +135,20 @@ def findings(summary: pd.DataFrame) -> list[str]:
         if PILAF in rows.index and "cosine diff" in rows.columns:
             pilaf = rows.loc[PILAF]
             text += f" PILAF - vanilla: cosine {comparison(pilaf, 'cosine', '{:+.4f}')}, "
-            text += f"gain/annotation {comparison(pilaf, 'gain/annotation', '{:+.2e}')}, "
+            text += f"gain/annotation / vanilla's - 1 {comparison(pilaf, 'gain/annotation', '{:+.1%}')}, "
             text += f"SNR {comparison(pilaf, 'SNR', '{:+.3f}')}."
         lines.append(text)
     return lines
+
+
+def paired_cell(mine: pd.Series, base: pd.Series, column: str) -> str:
+    """One metric of a sampler against another, paired by seed: the difference (the gain: ratio - 1)."""
+    relative = column == "gain/annotation"
+    comparison = paired((mine / base - 1 if relative else mine - base).dropna())
+    d, form = comparison.difference, RELATIVE if relative else "{:+.4f}"
+    label = f"{column} (ratio - 1)" if relative else column
+    call = verdict(comparison, higher_is_better=True)
+    return f"{label} {form.format(d.mean)} [{form.format(d.low)}, {form.format(d.high)}] ({call})"
 
 
 def coefficient_lines(rows: pd.DataFrame) -> list[str]:
@@ -144,34 +159,50 @@ def coefficient_lines(rows: pd.DataFrame) -> list[str]:
         base = here[here["sampler"] == PILAF].set_index("seed")
         for name in sorted(n for n in here["sampler"].unique() if n.startswith(f"{PILAF}[")):
             mine = here[here["sampler"] == name].set_index("seed")
-            cells = []
-            for column, key in (("cosine", "cosine"), ("gain/annotation", "gain_per_annotation"), ("SNR", "snr")):
-                comparison = paired((mine[key] - base[key]).dropna())
-                d, call = comparison.difference, verdict(comparison, higher_is_better=True)
-                cells.append(f"{column} {d.mean:+.4g} [{d.low:+.4g}, {d.high:+.4g}] ({call})")
+            cells = [paired_cell(mine[key], base[key], column) for column, key in KEYS.items()]
             lines.append(f"* Step {step}, {name} - pilaf: " + "; ".join(cells) + ".")
     return lines
 
 
+def pairs_text(record: dict) -> str:
+    """'4096 pairs per prompt and half (best_of_n: 1024)'."""
+    counts = record["pairs_per_prompt_half"]
+    if not isinstance(counts, dict):  # one count for every sampler
+        return f"{counts} pairs per prompt and half"
+    common = statistics.mode(counts.values())
+    others = ", ".join(f"{name}: {count}" for name, count in counts.items() if count != common)
+    return f"{common} pairs per prompt and half" + (f" ({others})" if others else "")
+
+
 def timing_lines(records: list[dict]) -> list[str]:
-    policy = [r["seconds"]["policy"] for r in records]
-    samplers = statistics.median(len(r["samplers"]) for r in records)
-    setup = [r["seconds"]["setup"] for r in records]
-    size = f"{samplers:.0f} samplers, {records[0]['prompts']} prompts, {records[0]['pairs_per_prompt_half']} pairs"
-    return [
-        f"* Per policy ({size} per prompt and half): median {statistics.median(policy):.0f} s, max "
-        f"{max(policy):.0f} s; set-up (world, cached table) median {statistics.median(setup):.0f} s."
-    ]
+    """Wall time per policy analysed, by set of samplers, with its split (medians over the analyses)."""
+    lines = []
+    for names in sorted({tuple(r["samplers"]) for r in records}, key=len):
+        mine = [r for r in records if tuple(r["samplers"]) == names]
+        median = lambda key: statistics.median(r["seconds"].get(key, float("nan")) for r in mine)  # noqa: E731
+        split = ", ".join(f"{name} {median(f'sampling/{name}'):.0f}" for name in names)
+        lines.append(
+            f"* {len(names)} samplers ({', '.join(names)}; {mine[0]['prompts']} prompts, {pairs_text(mine[0])}), "
+            f"{len(mine)} analyses: median {median('policy'):.0f} s per policy (max "
+            f"{max(r['seconds']['policy'] for r in mine):.0f} s) = sampling {median('sampling'):.0f} s ({split}) + "
+            f"gradients {median('gradients'):.0f} s + directional derivatives {median('directional'):.0f} s; "
+            f"set-up (world and cached response table) median {median('setup'):.0f} s."
+        )
+    machine = [r["machine"] for r in records if "machine" in r]
+    if machine:
+        threads = sorted({m["threads"] for m in machine})
+        load = statistics.median(m["load_average"] for m in machine)
+        lines.append(
+            f"* Machine (recorded by {len(machine)} of {len(records)} analyses): {', '.join(map(str, threads))} "
+            f"torch thread(s) per process, 1-minute load average at the end of an analysis median {load:.1f} on "
+            "2 cores shared with other work: the times above are those of a busy machine."
+        )
+    return lines
 
 
 def section(summary: pd.DataFrame, rows: pd.DataFrame, records: list[dict], table: str, figure: str) -> str:
-    trained = sorted(s for s in summary["step"].unique() if s > 0)
-    first = records[0]
-    seeds = sorted(rows["seed"].unique())
-    verdicts = [f"* (i) alignment, cosine with grad J: {claim_verdict(summary, 'cosine', trained)}.",
-                f"* (i') first-order gain in J per annotation: {claim_verdict(summary, 'gain/annotation', trained)}.",
-                f"* (ii) signal-to-noise along grad J: {claim_verdict(summary, 'SNR', trained)}."]  # fmt: skip
-    cosines = rows[rows["step"] > 0]["cosine"]
+    first, seeds = records[0], sorted(rows["seed"].unique())
+    steps = ", ".join(map(str, sorted(summary["step"].unique())))
     parts = [
         "# Does each sampler's expected DPO gradient point along grad J? (issue 14)",
         "Generated by `python -m pilaf_exp.analysis.gradients_report` from the JSON results of "
@@ -179,21 +210,13 @@ def section(summary: pd.DataFrame, rows: pd.DataFrame, records: list[dict], tabl
         CLAIMS,
         method(records),
         f"Setting: beta = {first['beta']}, lr = {first['lr']}, batch = {first['batch_size']} pairs, "
-        f"{first['prompts']} test prompts, {first['pairs_per_prompt_half']} pairs per prompt in each half, "
-        f"policies at steps {', '.join(map(str, sorted(summary['step'].unique())))}, "
-        f"seeds {', '.join(map(str, seeds))}; "
-        f"{len(records)} analyses.",
+        f"{first['prompts']} test prompts, {pairs_text(first)}; policies at steps {steps}, seeds "
+        f"{', '.join(map(str, seeds))} ({len(records)} analyses).",
+        THEORY,
         "## Results\n\nMean over seeds [95% t interval]; 'X - vanilla' paired by seed, (better/worse) only when "
         "its interval excludes 0. MC error: median over seeds of the cosine's two-halves error.\n\n" + table,
         f"![cosine, gain and SNR by sampler along training]({figure})",
-        "## Does it agree?\n\n"
-        + "\n".join(verdicts)
-        + (
-            f"\n* Cosines at trained steps range {cosines.min():.3f} to {cosines.max():.3f}: "
-            "no sampler's expected gradient is exactly along grad J."
-            if len(cosines) and cosines.max() < 0.999
-            else ""
-        ),
+        "## Does it agree?\n\n" + agreement(summary, rows),
         "### By step\n\n" + "\n".join(findings(summary)),
         "### PILAF's coefficient (theory: coef = beta; `pilaf` is coef = beta)\n\n"
         + ("\n".join(coefficient_lines(rows)) or "not measured"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,10 @@ class Setting:
     lr: float  # step size of the first-order gain (plain SGD on the per-pair loss)
     batch_size: int  # pairs per batch for the signal-to-noise ratio (algo.batch_size)
     pairs: int  # pairs per prompt in each half
+    pairs_for: dict[str, int] = field(default_factory=dict)  # per sampler, where it differs
+
+    def pairs_of(self, name: str) -> int:
+        return self.pairs_for.get(name, self.pairs)
 
 
 def sampler_generator(seed: int, name: str) -> torch.Generator:
@@ -48,11 +52,11 @@ def sampler_generator(seed: int, name: str) -> torch.Generator:
 
 
 def draw(sampler: Sampler, policy: nn.Module, reference: nn.Module, table: ResponseTable, logp: Tensor,
-         spec: DecodeSpec, setting: Setting, generator: torch.Generator) -> list[PairTerms]:  # fmt: skip
-    """`setting.pairs` pairs per prompt from the sampler itself, with their exact DPO terms."""
+         spec: DecodeSpec, setting: Setting, generator: torch.Generator, pairs: int) -> list[PairTerms]:  # fmt: skip
+    """`pairs` pairs per prompt from the sampler itself, with their exact DPO terms."""
     terms = []
     for i, prompt in enumerate(table.prompts):
-        ids = prompt[None].expand(setting.pairs, -1).contiguous()
+        ids = prompt[None].expand(pairs, -1).contiguous()
         batch = sampler.sample(policy, reference, ids, torch.ones_like(ids), spec, generator)
         if not (batch.mask_a.all() and batch.mask_b.all()) or batch.response_a.shape[1] != table.length:
             raise ValueError("the analysis enumerates fixed-length responses: a sampler returned another length")
@@ -151,7 +155,10 @@ def analyse(policy: nn.Module, reference: nn.Module, table: ResponseTable, sampl
     draws = {}
     for name, sampler in samplers.items():
         generator, began = sampler_generator(seed, name), time.perf_counter()
-        draws[name] = [draw(sampler, policy, reference, table, logp, spec, setting, generator) for _ in range(HALVES)]
+        pairs = setting.pairs_of(name)
+        draws[name] = [
+            draw(sampler, policy, reference, table, logp, spec, setting, generator, pairs) for _ in range(HALVES)
+        ]
         seconds[f"sampling/{name}"] = time.perf_counter() - began
     seconds["sampling"], began = time.perf_counter() - started, time.perf_counter()
     grad_j, dpo = gradients(policy, table, logp, draws, setting.beta)

@@ -1,0 +1,105 @@
+"""The gradient analysis's table: its JSON results as rows, per (training step, sampler) the mean
+over seeds with a 95% t interval of each metric and its paired difference with vanilla, and the
+Markdown of it. `gradients_report` writes it; `gradients_figure` and `gradients_text` read it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.report.stats import mean_ci, paired, verdict
+
+# column -> (result key, format, higher is better, compared with the baseline as a ratio)
+METRICS = {
+    "cosine": ("cosine", "{:.4f}", True, False),
+    "gain/annotation": ("gain_per_annotation", "{:.3e}", True, True),
+    "SNR": ("snr", "{:.3f}", True, False),
+}
+RELATIVE = "{:+.1%}"  # the format of a ratio - 1
+
+
+def load(root: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per (result file, sampler), and the records themselves."""
+    rows, records = [], []
+    for path in sorted(root.rglob("*.json")):
+        record = json.loads(path.read_text())
+        if "samplers" not in record or "grad_J_norm" not in record:
+            continue  # not an analysis result
+        records.append(record)
+        seed = record["run_seed"] if record.get("run_seed") is not None else record["seed"]
+        for name, result in record["samplers"].items():
+            rows.append({"step": record["step"], "seed": seed, "sampler": name, "J": record["objective"]["J"],
+                         "kl": record["objective"]["kl"], "file": str(path), **result})  # fmt: skip
+    if not rows:
+        raise FileNotFoundError(f"no gradient-analysis results (*.json) below {root}")
+    return pd.DataFrame(rows), records
+
+
+def sampler_order(names) -> list[str]:
+    """The configured samplers in their order (baseline first), then variants under their base name."""
+    known = sampler_names()
+
+    def key(name: str):
+        base = name.split("[")[0]
+        return (known.index(base) if base in known else len(known), base, name != base, name)
+
+    return sorted(set(names), key=key)
+
+
+def summarise(rows: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
+    """Per (step, sampler): each metric's mean and interval over seeds, its paired difference with the
+    baseline, and the median Monte Carlo error of the cosine."""
+    out = []
+    for step in sorted(rows["step"].unique()):
+        here = rows[rows["step"] == step]
+        base = here[here["sampler"] == baseline].set_index("seed")
+        for name in sampler_order(here["sampler"]):
+            mine = here[here["sampler"] == name].set_index("seed")
+            entry = {"step": int(step), "sampler": name, "seeds": len(mine),
+                     "cosine mc error": float(mine["cosine_mc_error"].median()),
+                     "noise share": float(mine["noise_share"].median())}  # fmt: skip
+            for column, (key, _, higher, ratio) in METRICS.items():
+                interval = mean_ci(mine[key])
+                entry |= {f"{column}": interval.mean, f"{column} low": interval.low, f"{column} high": interval.high}
+                if name != baseline and len(base):
+                    change = mine[key] / base[key] - 1 if ratio else mine[key] - base[key]
+                    comparison = paired(change.reindex(mine.index).dropna())
+                    d = comparison.difference
+                    entry |= {f"{column} diff": d.mean, f"{column} diff low": d.low, f"{column} diff high": d.high,
+                              f"{column} vs {baseline}": verdict(comparison, higher)}  # fmt: skip
+            out.append(entry)
+    return pd.DataFrame(out)
+
+
+def cell(stats: pd.Series, column: str, form: str) -> str:
+    if pd.isna(stats.get(f"{column} low")):
+        return form.format(stats[column])
+    return (
+        f"{form.format(stats[column])} [{form.format(stats[f'{column} low'])}, {form.format(stats[f'{column} high'])}]"
+    )
+
+
+def diff_cell(stats: pd.Series, column: str, form: str) -> str:
+    """The paired difference with the baseline and its verdict ('' for the baseline itself)."""
+    if pd.isna(stats.get(f"{column} diff", float("nan"))):
+        return ""
+    call = stats[f"{column} vs {BASELINE_SAMPLER}"]
+    return f"{cell(stats, f'{column} diff', form)} ({call})"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    header = ["step", "sampler", "seeds"]
+    for column, (*_, ratio) in METRICS.items():
+        header += [column, f"{column} / vanilla's - 1" if ratio else f"{column} - vanilla"]
+    header += ["MC error of cosine"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, stats in summary.iterrows():
+        cells = [str(stats["step"]), stats["sampler"], str(stats["seeds"])]
+        for column, (_, form, _, ratio) in METRICS.items():
+            cells += [cell(stats, column, form), diff_cell(stats, column, RELATIVE if ratio else form)]
+        cells.append(f"{stats['cosine mc error']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
