@@ -3,7 +3,8 @@ prompt, weighted by its exact probability, with no sampling noise.
 
 The response tree of a prompt is walked level by level with a KV cache: level d feeds the last
 token of each of the V^d prefixes once, so a model reads sum_{d<T} V^d token positions per prompt
-(37,449 for V = 8, T = 6) instead of V^(T-1) full sequences (8x more). The reference's log-probs
+(37,449 for V = 8, T = 6) instead of V^(T-1) full sequences (8x more); the last level reads
+its parents' cache in place (`siblings_logits`). The reference's log-probs
 and the oracle's rewards do not change during a run: `ResponseTable` computes them once per
 (task, reference, oracle, prompts) and is cached with them; a policy then needs one walk.
 
@@ -46,12 +47,33 @@ def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int,
         logp = (logp[:, None] + torch.log_softmax(logits.float() / temperature, dim=-1)).flatten()  # [V^(d+1)]
         if depth == length - 1:
             return logp
+        position = prompt.shape[0] + depth
+        if depth == length - 2:  # the last forward, 7/8 of the walk's positions: no cache copy
+            logits = siblings_logits(model, cache, argument, len(logp) // vocab, vocab, position)
+            continue
         rows = len(logp)
         cache.batch_repeat_interleave(vocab)
         tokens = torch.arange(vocab).repeat(rows // vocab)[:, None]  # [V^(d+1), 1]
-        positions = torch.full((rows, 1), prompt.shape[0] + depth)
+        positions = torch.full((rows, 1), position)
         logits = model(input_ids=tokens, position_ids=positions, use_cache=True, **{argument: cache}).logits[:, -1]
     raise ValueError("length must be >= 1")
+
+
+def siblings_logits(
+    model: nn.Module, cache: DynamicCache, argument: str, parents: int, vocab: int, position: int
+) -> Tensor:
+    """[parents * V, V] next-token logits after each of the V tokens appended to each cached row.
+
+    Copying every row's cache V times (`batch_repeat_interleave`) and appending to the copies was
+    half the walk's time. Here the V siblings are one sequence of V tokens per row at the same
+    position, each attending to the row's past and to itself only (a 4D mask), so the cache is
+    read in place: the same logits to float rounding (tests/evaluation/test_exact.py)."""
+    tokens = torch.arange(vocab).repeat(parents).view(parents, vocab)  # [rows, V]
+    positions = torch.full((parents, vocab), position)
+    sees = torch.cat([torch.ones(vocab, position, dtype=torch.bool), torch.eye(vocab, dtype=torch.bool)], dim=1)
+    mask = sees.expand(parents, 1, vocab, position + vocab)  # [rows, 1, V queries, past + V keys]
+    out = model(input_ids=tokens, position_ids=positions, attention_mask=mask, use_cache=True, **{argument: cache})
+    return out.logits.reshape(parents * vocab, -1)
 
 
 @torch.inference_mode()

@@ -17,12 +17,13 @@ from pilaf_exp.models.logprobs import sequence_logprob
 SMALL_TASK = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.exact_prompts=4"]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_tree_walk_matches_full_forwards(temperature):
+@pytest.mark.parametrize("temperature, length", [(1.0, 3), (0.7, 3), (1.0, 2), (1.0, 1)])
+def test_tree_walk_matches_full_forwards(temperature, length):
+    """The walk (its last level read from the parents' cache in place) against full-sequence forwards."""
     model = tiny_llama(5, hidden_size=32, num_layers=2, num_heads=2, seed=3).eval()
     prompt = torch.tensor([1, 4, 0])
-    logp = response_logprobs(model, prompt, vocab=5, length=3, temperature=temperature)
-    responses = all_sequences(5, 3)
+    logp = response_logprobs(model, prompt, vocab=5, length=length, temperature=temperature)
+    responses = all_sequences(5, length)
     prompts = prompt.expand(len(responses), -1)
     ones = torch.ones_like
     direct = sequence_logprob(model, prompts, ones(prompts), responses, ones(responses), temperature)
