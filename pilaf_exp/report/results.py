@@ -7,7 +7,8 @@
 2. the paper's claims at that learning rate, ten seeds each: Table 3 (online), Table 2 (iterative),
    Fig. 4 (overfitted start);
 3. `python -m pilaf_exp.report` on each, copied to docs/results/<sweep>/, and RESULTS.md written
-   from them: no number in it is typed. Every run is kept under --runs (default results/runs/<date>).
+   from them, with the verdict of the gradient analysis (docs/results/gradients.md, `make gradients`):
+   no number in it is typed. Every run is kept under --runs (default results/runs/<date>).
 
 With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.report.results_text import claim_section, header, protocol_section
+from pilaf_exp.report.results_text import claim_section, gradients_section, header, protocol_section
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"## {CLAIMS[name]}\n\nNot run to the end yet ({finished} runs finished under {sweep_dir}; "
                 "an unfinished sweep is not evidence and gets no table): `make results` runs it.\n"
             )
+    sections.append(gradients_section(DOCS / "gradients.md"))
     seconds = sum(json.loads((d / "done").read_text())["seconds"] for d in args.runs.glob("*") if (d / "done").exists())
     text = header(provenance(), seconds, time.perf_counter() - started) + "\n".join(sections)
     history = DOCS / "history.md"

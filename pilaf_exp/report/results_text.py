@@ -90,3 +90,17 @@ def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> s
         if (report_dir / f"{group}_{figure}.png").exists():
             parts.append(f"![{group} {figure}](docs/results/{name}/{group}_{figure}.png)\n")
     return "\n".join(parts) + "\n"
+
+
+def gradients_section(page: Path) -> str:
+    """The verdict of the exact gradient analysis (`make gradients` writes `page`), linked; a pointer
+    to the command when it has not been run."""
+    title = "## The paper's theory, tested exactly: does each sampler's DPO gradient point along grad J?"
+    if not page.exists():
+        return f"{title}\n\nNot run yet: `make gradients` runs it and writes {page.name}.\n"
+    text = page.read_text()
+    start = text.find("## Does it agree?")
+    end = text.find("\n## ", start + 1)
+    verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
+    link = f"docs/results/{page.name}"
+    return f"{title}\n\nFrom [{link}]({link}) (method, table, figure, caveats; `make gradients`):\n\n{verdict}\n"
