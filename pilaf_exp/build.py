@@ -5,6 +5,7 @@ and the run's context (where it writes, how it resumes, how trainers are made)."
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -138,7 +139,22 @@ def build_oracle(cfg: DictConfig, task: Task, reference: PreTrainedModel) -> Rew
     return oracle
 
 
+# The world of this process's last run: the runs of a sweep in one process (Hydra's basic launcher,
+# a joblib worker) differ in sampler and seed, not in task, reference or oracle, which are frozen.
+_last_world: dict[str, World] = {}
+
+
 def build_world(cfg: DictConfig) -> World:
+    """The task, the SFT reference and the oracle; reused from this process's previous run when the
+    config fixes the same ones (`world_spec`, the cache directory and the device)."""
+    key = json.dumps([world_spec(cfg), str(cfg.cache_dir), str(device_of(cfg))], sort_keys=True, default=str)
+    if key not in _last_world:
+        _last_world.clear()
+        _last_world[key] = fresh_world(cfg)
+    return _last_world[key]
+
+
+def fresh_world(cfg: DictConfig) -> World:
     tokenizer = make(cfg.model.tokenizer) if cfg.model.get("tokenizer") is not None else None
     task = make(cfg.task, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
     reference = build_reference(cfg, task)

@@ -42,6 +42,9 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
     parts = build_parts(cfg, callbacks)
+    # Again after building: whether this process built the world or reused it (build.build_world),
+    # the run draws from the same state.
+    L.seed_everything(cfg.seed, verbose=False)
     world, stopwatch, loggers = parts.world, parts.context.stopwatch, parts.context.loggers
     fixed = {}
     if parts.evaluator.exact is not None:  # the exact optimum on the exact evaluation's prompts
