@@ -1,4 +1,4 @@
-"""Decoding throughput of vanilla and PILAF pair sampling on the Qwen2.5-0.5B shape (issue 4).
+"""Decoding throughput of vanilla and PILAF pair sampling on the Qwen2.5-0.5B shape.
 
     python -m pilaf_exp.bench.decode [--batch 16 64] [--prompt-length 32] [--new-tokens 32] [--repeats 3]
                                      [--layers 24] [--threads N]
