@@ -24,6 +24,7 @@ from pilaf_exp.report.curves import difference_columns, difference_text, interva
 from pilaf_exp.report.efficiency import annotation_efficiency, caption, efficiency_cells
 from pilaf_exp.report.plots import plot_j_vs_annotations, plot_reward_kl
 from pilaf_exp.report.stats import Interval, mean_ci, paired
+from pilaf_exp.report.sweep_time import time_table
 
 SAMPLER_ORDER = sampler_names()  # conf/sampler/: the baseline first, then alphabetical (the paper's order)
 # column -> (summary key after "exact/" or "eval/", higher is better)
@@ -187,6 +188,10 @@ def write_report(root: Path, out: Path) -> list[Path]:
             written += plot_j_vs_annotations(group_history, out / f"{group}_J_vs_annotations", title=str(group))
             written += write_curves(group_history, out / f"{group}_curves", str(group))
             written += write_efficiency(group_history, out / f"{group}_efficiency", str(group))
+    times = time_table(root)
+    if times:
+        (out / "sweep_time.md").write_text(times)
+        written.append(out / "sweep_time.md")
     return written
 
 
