@@ -89,6 +89,8 @@ def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> s
     for figure in ("J_vs_annotations", "reward_kl"):
         if (report_dir / f"{group}_{figure}.png").exists():
             parts.append(f"![{group} {figure}](docs/results/{name}/{group}_{figure}.png)\n")
+    if (report_dir / "sweep_time.md").exists():
+        parts.append(f"### Where the sweep's time went\n\n{(report_dir / 'sweep_time.md').read_text()}")
     return "\n".join(parts) + "\n"
 
 
