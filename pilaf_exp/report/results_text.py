@@ -102,7 +102,7 @@ def gradients_section(page: Path) -> str:
         return f"{title}\n\nNot run yet: `make gradients` runs it and writes {page.name}.\n"
     text = page.read_text()
     start = text.find("## Does it agree?")
-    end = text.find("\n## ", start + 1)
+    end = text.find("\n##", start + 1)  # its own bullets, not the subsections after them
     verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
     link = f"docs/results/{page.name}"
     return f"{title}\n\nFrom [{link}]({link}) (method, table, figure, caveats; `make gradients`):\n\n{verdict}\n"
