@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +63,34 @@ def weights_fingerprint(*modules: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def one_builder(target: Path) -> Iterator[None]:
+    """Held while a cache entry is built: concurrent runs (a joblib sweep's workers) that miss the
+    same entry wait for the first to publish it instead of building it again. Best effort: where the
+    file system refuses a lock, each builds and `publish_once` keeps the first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
 def load_or_build_model(
     root: Path, spec: dict, build: Callable[[], PreTrainedModel], dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:
     """The causal LM cached under `spec`'s hash, built (and cached) on a miss."""
     target = root / cache_key(spec)
     if not (target / "config.json").exists():
-        log.info("cache miss: building %s", target)
-        model = build()
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
-        model.save_pretrained(staging)
-        (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-        publish_once(staging, target)
+        with one_builder(target):
+            if not (target / "config.json").exists():  # not built while this run waited
+                log.info("cache miss: building %s", target)
+                model = build()
+                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+                model.save_pretrained(staging)
+                (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+                publish_once(staging, target)
     # Reload even after a build, so a fresh and a cached run use the same stored weights.
     return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
 
@@ -82,12 +99,13 @@ def load_or_compute_object(root: Path, spec: dict, compute: Callable[[], Any]) -
     """A tensor-holding object cached under `spec`'s hash (torch.save), computed (and cached) on a miss."""
     target = root / f"{cache_key(spec)}.pt"
     if not target.exists():
-        log.info("cache miss: computing %s", target)
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
-        torch.save({"spec": spec, "result": compute()}, staging)
-        publish_once(staging, target)
-        staging.parent.rmdir()
+        with one_builder(target):
+            if not target.exists():  # not computed while this run waited
+                log.info("cache miss: computing %s", target)
+                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
+                torch.save({"spec": spec, "result": compute()}, staging)
+                publish_once(staging, target)
+                staging.parent.rmdir()
     return torch.load(target, weights_only=False)["result"]
 
 
@@ -95,10 +113,11 @@ def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str,
     """A small JSON result cached under `spec`'s hash, computed (and cached) on a miss."""
     target = root / f"{cache_key(spec)}.json"
     if not target.exists():
-        log.info("cache miss: computing %s", target)
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
-        staging.write_text(json.dumps({"spec": spec, "result": compute()}, indent=2, sort_keys=True))
-        publish_once(staging, target)
-        staging.parent.rmdir()
+        with one_builder(target):
+            if not target.exists():  # not computed while this run waited
+                log.info("cache miss: computing %s", target)
+                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
+                staging.write_text(json.dumps({"spec": spec, "result": compute()}, indent=2, sort_keys=True))
+                publish_once(staging, target)
+                staging.parent.rmdir()
     return json.loads(target.read_text())["result"]

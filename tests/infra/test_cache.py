@@ -4,6 +4,7 @@ J* tells apart models that one config can produce in different code versions."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -67,3 +68,26 @@ def test_a_change_to_the_code_that_computes_a_cache_invalidates_it(tmp_path, mon
     assert spec["code"] == source_fingerprint("pilaf_exp.data", "pilaf_exp.models", "pilaf_exp.training.sft")
     monkeypatch.setattr("pilaf_exp.build.SFT_CODE", "other code")
     assert cache_key(reference_spec(cfg)) != cache_key(spec)
+
+
+def _slow_count(root: str, calls: str) -> dict:
+    import time
+
+    def compute():
+        with open(calls, "a") as out:
+            out.write("computed\n")
+        time.sleep(1.0)  # long enough for the other process to miss the entry meanwhile
+        return {"value": 1.0}
+
+    return load_or_compute_json(Path(root), {"stage": "shared"}, compute)
+
+
+def test_concurrent_misses_compute_an_entry_once(tmp_path):
+    """Two processes that miss one entry at once: the second waits for the first's result."""
+    import multiprocessing
+
+    calls = tmp_path / "calls.txt"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(_slow_count, [(str(tmp_path / "cache"), str(calls))] * 2)
+    assert results == [{"value": 1.0}] * 2
+    assert calls.read_text().splitlines() == ["computed"]
