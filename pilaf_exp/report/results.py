@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.report.results_text import claim_section, gradients_section, header, protocol_section
+from pilaf_exp.report.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"## {CLAIMS[name]}\n\nNot run to the end yet ({finished} runs finished under {sweep_dir}; "
                 "an unfinished sweep is not evidence and gets no table): `make results` runs it.\n"
             )
+    sections.append(bursts_section(DOCS / "bursts.md"))
     sections.append(gradients_section(DOCS / "gradients.md"))
     seconds = sum(json.loads((d / "done").read_text())["seconds"] for d in args.runs.glob("*") if (d / "done").exists())
     text = header(provenance(), seconds, time.perf_counter() - started) + "\n".join(sections)

@@ -106,3 +106,15 @@ def gradients_section(page: Path) -> str:
     verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
     link = f"docs/results/{page.name}"
     return f"{title}\n\nFrom [{link}]({link}) (method, table, figure, caveats; `make gradients`):\n\n{verdict}\n"
+
+
+def bursts_section(page: Path) -> str:
+    """The findings of `python -m pilaf_exp.report.bursts` on a rerun of a burst (docs/results/bursts.md)."""
+    if not page.exists():
+        return ""
+    findings = [line for line in page.read_text().splitlines() if line.startswith("* ")]
+    link = f"docs/results/{page.name}"
+    return (
+        "## Why the curves burst: one burst, step by step\n\nA Table 3 run re-run with an evaluation and a "
+        f"log line every step ([{link}]({link}) names it and tabulates the steps):\n\n" + "\n".join(findings) + "\n"
+    )

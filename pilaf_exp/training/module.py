@@ -102,6 +102,8 @@ class DPOModule(L.LightningModule):
         norm = torch.nn.utils.get_total_norm(grads)  # one fused reduction over every gradient
         if not torch.isfinite(norm):
             self.stop_non_finite(f"the gradient norm is {norm.item()}")
+        if self.logger_writes_this_step():
+            self.log("train/grad_norm", norm)  # before trainer.gradient_clip_val clips it
 
     def stop_non_finite(self, what: str) -> None:
         """Stop before a non-finite value reaches the weights; the checkpoints on disk stay as they are."""
