@@ -77,20 +77,32 @@ def one_builder(target: Path) -> Iterator[None]:
         yield
 
 
+def build_once(target: Path, ready: Path, write: Callable[[Path], None]) -> None:
+    """Create the cache entry `target` (a file or a directory) with `write(path)` unless `ready`
+    exists: written to a staging path, then published in one rename, under `one_builder`'s lock."""
+    if ready.exists():
+        return
+    with one_builder(target):
+        if ready.exists():  # built while this run waited
+            return
+        log.info("cache miss: building %s", target)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+        write(staging / target.name)
+        publish_once(staging / target.name, target)
+        staging.rmdir()
+
+
 def load_or_build_model(
     root: Path, spec: dict, build: Callable[[], PreTrainedModel], dtype: torch.dtype = torch.float32
 ) -> PreTrainedModel:
     """The causal LM cached under `spec`'s hash, built (and cached) on a miss."""
     target = root / cache_key(spec)
-    if not (target / "config.json").exists():
-        with one_builder(target):
-            if not (target / "config.json").exists():  # not built while this run waited
-                log.info("cache miss: building %s", target)
-                model = build()
-                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
-                model.save_pretrained(staging)
-                (staging / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
-                publish_once(staging, target)
+
+    def write(path: Path) -> None:
+        build().save_pretrained(path)
+        (path / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+    build_once(target, target / "config.json", write)
     # Reload even after a build, so a fresh and a cached run use the same stored weights.
     return AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
 
@@ -98,26 +110,13 @@ def load_or_build_model(
 def load_or_compute_object(root: Path, spec: dict, compute: Callable[[], Any]) -> Any:
     """A tensor-holding object cached under `spec`'s hash (torch.save), computed (and cached) on a miss."""
     target = root / f"{cache_key(spec)}.pt"
-    if not target.exists():
-        with one_builder(target):
-            if not target.exists():  # not computed while this run waited
-                log.info("cache miss: computing %s", target)
-                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
-                torch.save({"spec": spec, "result": compute()}, staging)
-                publish_once(staging, target)
-                staging.parent.rmdir()
+    build_once(target, target, lambda path: torch.save({"spec": spec, "result": compute()}, path))
     return torch.load(target, weights_only=False)["result"]
 
 
 def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """A small JSON result cached under `spec`'s hash, computed (and cached) on a miss."""
     target = root / f"{cache_key(spec)}.json"
-    if not target.exists():
-        with one_builder(target):
-            if not target.exists():  # not computed while this run waited
-                log.info("cache miss: computing %s", target)
-                staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-")) / target.name
-                staging.write_text(json.dumps({"spec": spec, "result": compute()}, indent=2, sort_keys=True))
-                publish_once(staging, target)
-                staging.parent.rmdir()
+    build_once(target, target, lambda path: path.write_text(json.dumps({"spec": spec, "result": compute()},
+                                                                       indent=2, sort_keys=True)))  # fmt: skip
     return json.loads(target.read_text())["result"]
