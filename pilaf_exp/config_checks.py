@@ -36,7 +36,8 @@ def _fraction(v: Any) -> bool:
 DTYPES = ("float32", "bfloat16", "float16")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 
-# The rules of each config group, beside the yaml files whose values they check. Keys absent from
+# The rules of each config group (conf/<group>/), one block per group, checked on the composed config
+# before anything is built so every bad value is reported at once, one line each. Keys absent from
 # the composed config are skipped, so a rule for one option's field (sampler.n) only applies when
 # that option is chosen; tests/test_config_surface.py checks that every key exists in some option.
 RULES: dict[str, list[Rule]] = {

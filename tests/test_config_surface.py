@@ -1,14 +1,17 @@
 """The config surface has no silent rule and no dead key.
 
 Every validation rule checks a key that some option of its group composes to, and every key that
-some option composes to is used: a constructor parameter of its node's `_target_`, read by the
-package's code, or in ALLOWED below with the reason it is neither.
+some option composes to is used: a constructor parameter of its node's `_target_`, read by another
+yaml's interpolation, read by the package's code under its own node's name (`cfg.eval.seed`,
+`ev.seed` after `ev = cfg.eval`: a read of `algo.seed` does not make `eval.seed` live), or in
+ALLOWED below with the reason it is none of these.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -29,7 +32,10 @@ INSTANTIATE_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_
 
 # Keys that are neither a constructor parameter nor read by name in pilaf_exp/, with the reason.
 ALLOWED: dict[str, str] = {
-    "model.precision": "read through ${model.precision} by conf/trainer/_base.yaml (trainer.precision)",
+    "choices.model": "a top-level W&B config key (infra/wandb_run.CHOICES: read by name from a tuple)",
+    "choices.task": "a top-level W&B config key (infra/wandb_run.CHOICES: read by name from a tuple)",
+    "choices.oracle": "a top-level W&B config key (infra/wandb_run.CHOICES: read by name from a tuple)",
+    "choices.trainer": "a top-level W&B config key (infra/wandb_run.CHOICES: read by name from a tuple)",
 }
 
 
@@ -79,27 +85,78 @@ def parameters(target: str) -> frozenset[str]:
     return frozenset(name for name, p in inspect.signature(made).parameters.items() if p.kind not in kinds)
 
 
+def _held_node(value: ast.AST) -> str | None:
+    """The config node an expression evaluates to, by name: `cfg.eval` or `cfg.get("eval")` -> "eval"."""
+    if isinstance(value, ast.BoolOp):  # `cfg.get("eval") or {}`
+        value = value.values[0]
+    if isinstance(value, ast.Attribute):
+        return value.attr
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "get" and (
+        value.args and isinstance(value.args[0], ast.Constant)):  # fmt: skip
+        return str(value.args[0].value)
+    return None
+
+
+def _reads(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(names, pairs) read in one module: every attribute name and string constant (the loose rule
+    for top-level keys), and "parent.leaf" for each read of `leaf` on a node named `parent`:
+    `cfg.eval.temperature`, `ev.temperature` after `ev = cfg.eval`, `node.get("leaf")`,
+    `node["leaf"]`. A parameter or variable is named for the node it holds (`generation.batch_size`)."""
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+              and id(n) not in docstrings}  # fmt: skip
+    aliases = {}  # `ev = cfg.eval`, `ev, beta = cfg.eval, ...`, `ev = cfg.get("eval")` -> ev holds "eval"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                both = zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and isinstance(
+                    node.value, ast.Tuple) else [(target, node.value)]  # fmt: skip
+                aliases |= {t.id: held for t, v in both if isinstance(t, ast.Name) and (held := _held_node(v))}
+
+    def node_name(base: ast.AST) -> set[str]:
+        if isinstance(base, ast.Attribute):
+            return {base.attr}
+        if isinstance(base, ast.Name):
+            return {base.id, aliases.get(base.id, base.id)}
+        if isinstance(base, ast.Subscript) and isinstance(base.slice, ast.Constant):
+            return {str(base.slice.value)}
+        return set()
+
+    pairs = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute):
+            pairs |= {f"{parent}.{n.attr}" for parent in node_name(n.value)}
+        elif isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str):
+            pairs |= {f"{parent}.{n.slice.value}" for parent in node_name(n.value)}
+        elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" and n.args
+              and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)):  # fmt: skip
+            pairs |= {f"{parent}.{n.args[0].value}" for parent in node_name(n.func.value)}
+    return names, pairs
+
+
 @cache
-def names_read_by_the_package() -> frozenset[str]:
-    """Attribute names (`cfg.eval.temperature`) and exact string constants (`["temperature"]`,
-    `.get("temperature")`) in pilaf_exp/, docstrings left out. config_checks.py is left out too:
-    validating a key is not using it."""
-    names = set()
+def reads_of_the_package() -> tuple[frozenset[str], frozenset[str]]:
+    """`_reads` over pilaf_exp/, config_checks.py left out: validating a key is not using it."""
+    names, pairs = set(), set()
     for file in PACKAGE.rglob("*.py"):
-        if file.name == "config_checks.py":
-            continue
-        tree = ast.parse(file.read_text(), str(file))
-        docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Attribute):
-                names.add(n.attr)
-            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings:
-                names.add(n.value)
-    return frozenset(names)
+        if file.name != "config_checks.py":
+            found = _reads(ast.parse(file.read_text(), str(file)))
+            names |= found[0]
+            pairs |= found[1]
+    return frozenset(names), frozenset(pairs)
+
+
+@cache
+def interpolated_keys() -> frozenset[str]:
+    """Keys some yaml under conf/ reads by interpolation (`trainer.precision: ${model.precision}`)."""
+    conf = PACKAGE.parent / "conf"
+    return frozenset(m for f in conf.rglob("*.yaml") for m in re.findall(r"\$\{([\w.]+)}", f.read_text()))
 
 
 def use_of(cfg: dict[str, Any], path: tuple[str, ...]) -> str | None:
-    """How the leaf at `path` is used ("instantiate", "parameter", "read", "allowed"), None if not at all."""
+    """How the leaf at `path` is used ("instantiate", "parameter", "interpolated", "read", "allowed"), None if
+    not at all."""
     if path[-1] in INSTANTIATE_KEYS:
         return "instantiate"
     node: Any = cfg
@@ -107,7 +164,11 @@ def use_of(cfg: dict[str, Any], path: tuple[str, ...]) -> str | None:
         if isinstance(node, dict) and isinstance(node.get("_target_"), str) and part in parameters(node["_target_"]):
             return "parameter"
         node = node[part] if depth < len(path) - 1 else None
-    if path[-1] in names_read_by_the_package():
+    if ".".join(path) in interpolated_keys():
+        return "interpolated"
+    names, pairs = reads_of_the_package()
+    # A nested key is read when its own node is: `eval.lr` is not read by a read of `algo.lr`.
+    if (len(path) == 1 and path[0] in names) or ".".join(path[-2:]) in pairs:
         return "read"
     if ".".join(path) in ALLOWED:
         return "allowed"
@@ -164,5 +225,11 @@ def test_eval_temperature_is_read_by_the_package():
 def test_a_key_nothing_reads_is_dead():
     cfg = composed(())
     assert use_of(cfg | {"eval": {**cfg["eval"], "unused_knob": 1}}, ("eval", "unused_knob")) is None
+    # A name read under another node does not count: `algo.lr` is read, an `eval.lr` would not be.
+    assert use_of(cfg, ("algo", "lr")) == "parameter"
+    assert "lr" in reads_of_the_package()[0] and "eval.lr" not in reads_of_the_package()[1]
+    assert use_of(cfg | {"eval": {**cfg["eval"], "lr": 1.0}}, ("eval", "lr")) is None
+    assert use_of(cfg, ("eval", "exact_every")) == "read"  # through `ev = cfg.eval` (build.py)
+    assert use_of(cfg, ("model", "precision")) == "interpolated"
     assert use_of(cfg, ("trainer", "accelerator")) == "parameter"
     assert use_of(cfg, ("trainer", "_partial_")) == "instantiate"

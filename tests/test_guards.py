@@ -55,3 +55,7 @@ def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, subprocess_
     assert said.count("W&B online is unavailable") == 1
     assert (run_dir / "summary.json").exists()
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    # The key is logged nowhere: not in what the run printed, wrote, or handed to W&B.
+    key = ("a" * 40).encode()
+    assert key.decode() not in said
+    assert [p for p in run_dir.rglob("*") if p.is_file() and key in p.read_bytes()] == []

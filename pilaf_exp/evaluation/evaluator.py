@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.evaluation.exact import ExactEvaluation, Reduce
-from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.labelling.oracle import Oracle
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
 
@@ -27,7 +27,7 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(
-        self, policy: nn.Module, reference: nn.Module, oracle: RewardOracle, step: int = 0, last: bool = False,
+        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int = 0, last: bool = False,
         rank: int = 0, world_size: int = 1, reduce: Reduce | None = None,
     ) -> dict[str, float]:  # fmt: skip
         """Sampled mean reward, KL and J over the test prompts with their standard error, and the
@@ -43,7 +43,7 @@ class Evaluator:
         return metrics
 
     def sampled(
-        self, policy: nn.Module, reference: nn.Module, oracle: RewardOracle, step: int, rank: int, world_size: int,
+        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int, rank: int, world_size: int,
         reduce: Reduce | None,
     ) -> dict[str, float]:  # fmt: skip
         device = next(policy.parameters()).device

@@ -10,7 +10,7 @@ and the oracle's rewards do not change during a run: `ResponseTable` computes th
 
 J(x) = sum_y pi(y|x) [r*(x, y) - beta (log pi(y|x) - log pi_ref(y|x))], at the sampling temperature
 (both log-probs at that temperature, as the sampled evaluation does). J*(x) = beta log sum_y
-pi_ref(y|x) exp(r*(x, y) / beta) (`evaluation.optimum`).
+pi_ref(y|x) exp(r*(x, y) / beta) (`ResponseTable.optimum`).
 """
 
 from __future__ import annotations

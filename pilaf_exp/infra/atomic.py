@@ -28,19 +28,16 @@ def publish(staging: Path, path: Path) -> None:
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write(file)` into a temp file beside `path`, fsync it, rename it over `path`, fsync the dir."""
+    """`write(file)` into a temp file beside `path`, then `publish` it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(staging, path)
+        publish(Path(staging), path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def publish_once(staging: Path, target: Path) -> None:

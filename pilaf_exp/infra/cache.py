@@ -34,6 +34,15 @@ def checkpoint_fingerprint(path: str | None) -> dict | None:
     return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as `sha256sum` prints it (a stored checkpoint's identity)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_fingerprint(*names: str) -> str:
     """sha256 of the source files of the named modules or packages (every .py below a package): a
     cache keyed by it is rebuilt when the code that computes its content changes, not only the config."""

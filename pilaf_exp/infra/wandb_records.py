@@ -74,7 +74,7 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # define_metric: name or glob -> settings
     artifacts: list[dict[str, Any]] = field(default_factory=list)
-    files: Path | None = None  # the run's files/ directory (media, config.yaml, wandb-summary.json)
+    files: Path | None = None  # the run's files/ directory: media (config and summary live in the .wandb log offline)
 
 
 def read_offline_run(run_dir: Path) -> OfflineRun:

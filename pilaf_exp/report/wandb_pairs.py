@@ -15,6 +15,7 @@ from pilaf_exp.data.text import strip_padding
 from pilaf_exp.infra.loggers import RunLogger
 from pilaf_exp.sampling.decoding import SOURCES
 from pilaf_exp.sampling.pairs import PairBatch
+from pilaf_exp.training.module import DPOModule
 
 COLUMNS = ["step", "prompt", "response_a", "response_b", "source_a", "source_b", "score_a", "score_b", "label"]
 KEY = "pairs/labelled"
@@ -40,11 +41,13 @@ class LabelledPairsTable(L.Callback):
         self.logger, self.tokenizer, self.rows = logger, tokenizer, rows
         self.logged_step = -1
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: DPOModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-step: the optimizer has not stepped yet
         step = pl_module.run_step
-        last = step == getattr(pl_module, "last_step", None) or trainer.global_step == trainer.max_steps
+        last = step == pl_module.last_step or trainer.global_step == trainer.max_steps
         due = step % pl_module.eval_every == 0 or last
         picked = latest_pairs(pl_module, batch) if due and step != self.logged_step else None
         if picked is None:
@@ -80,7 +83,7 @@ class LabelledPairsTable(L.Callback):
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def latest_pairs(pl_module: Any, batch: Any) -> tuple[PairBatch, Tensor] | None:
+def latest_pairs(pl_module: DPOModule, batch: Any) -> tuple[PairBatch, Tensor] | None:
     """The pairs of the step just taken and [B] "a preferred": online DPO's last labelled batch
     (record.preferences, sampling order), else a round dataset's batch (preferred-first)."""
     logged = pl_module.record.preferences.batches

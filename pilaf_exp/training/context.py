@@ -1,5 +1,5 @@
 """What an algorithm needs besides the models and the data: where the run writes, how it resumes,
-how trainers are made. Plain values and factories, built once by `pilaf_exp.run`."""
+how trainers are made. Plain values and factories, built once per run by `pilaf_exp.build`."""
 
 from __future__ import annotations
 

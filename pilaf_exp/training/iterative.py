@@ -27,7 +27,7 @@ from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.module import DatasetDPOModule, evaluating
 from pilaf_exp.training.record import Fitted, RunRecord
-from pilaf_exp.training.resume import latest_checkpoint, restore
+from pilaf_exp.training.resume import latest_checkpoint, resume_from
 from pilaf_exp.training.round_one import shared_first_round
 
 # The code that computes a round: part of the shared round 1's cache key, so a change to it is never
@@ -71,10 +71,8 @@ class IterativeDPO:
             resumed = None if in_round_1 else resumed
             first = 2
         if resumed is not None:  # mid-round: continue that round's training from its checkpoint
-            path, checkpoint = resumed
-            restore(policy, record, checkpoint)
-            record.run_info["resumed_from"] = f"{path} (step {record.step_offset})"
-            first = checkpoint["pilaf"]["extra"]["iteration"]
+            resume_from(policy, record, resumed)
+            first = resumed[1]["pilaf"]["extra"]["iteration"]
         for iteration in range(first, self.iterations + 1):
             resume = resumed[1] if resumed is not None and iteration == first else None
             self.iterate(policy, reference, prompts, annotator, evaluator, run, record, iteration, resume)

@@ -16,7 +16,7 @@ from pilaf_exp.labelling.preference_log import PreferenceLog
 from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.module import OnlineDPOModule
 from pilaf_exp.training.record import Fitted, RunRecord
-from pilaf_exp.training.resume import latest_checkpoint, restore
+from pilaf_exp.training.resume import latest_checkpoint, resume_from
 
 
 @dataclass
@@ -39,11 +39,7 @@ class OnlineDPO:
         record = RunRecord()
         micro = self.micro_batch_size or self.batch_size
         resumed = latest_checkpoint(run.checkpointer, run.resume)
-        start = 0
-        if resumed is not None:
-            path, checkpoint = resumed
-            start = restore(policy, record, checkpoint)
-            record.run_info["resumed_from"] = f"{path} (step {start})"
+        start = resume_from(policy, record, resumed) if resumed is not None else 0
         module = OnlineDPOModule(
             policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
             beta=self.beta, lr=self.lr, eval_every=self.eval_every, last_step=self.steps, optimizer=self.optimizer,
@@ -59,6 +55,5 @@ class OnlineDPO:
         with run.stopwatch("fit"):
             trainer.fit(module, datamodule=stream)
         # Every pair of the run, including those labelled before an interruption, from the ledger.
-        record.preferences = PreferenceLog.from_ledger(module.ledger)
-        record.flush_preferences(run.output_dir / record.preferences_name())
+        record.flush_preferences(run.output_dir / record.preferences_name(), PreferenceLog.from_ledger(module.ledger))
         return Fitted(policy, record)

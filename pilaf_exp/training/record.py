@@ -41,14 +41,20 @@ class RunRecord:
         """Responses shown to the oracle: 2 per labelled pair (the paper's annotation cost)."""
         return 2 * self.pairs_labelled
 
-    def flush_preferences(self, path: Path) -> None:
-        """Save the pairs labelled since the last flush as an Arrow dataset, and start afresh."""
-        self.preferences.save(path)
+    def flush_preferences(self, path: Path, log: PreferenceLog | None = None) -> None:
+        """Save the pairs labelled since the last flush (or `log`, e.g. the whole run's pairs read
+        back from the ledger) as an Arrow dataset, and start afresh."""
+        (log or self.preferences).save(path)
         self.preferences = PreferenceLog()
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint or a cached stage keeps of the record (not the pair log)."""
         return {k: getattr(self, k) for k in self.STATE}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what `state` kept (a checkpoint's record)."""
+        for key in self.STATE:
+            setattr(self, key, state[key])
 
     def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> PairBatch:
         """Count and log one batch of labelled pairs; return them preferred-first (chosen, rejected)."""

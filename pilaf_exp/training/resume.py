@@ -22,13 +22,21 @@ def latest_checkpoint(checkpointer: Checkpointer, resume: bool) -> tuple[Path, d
     return checkpointer.latest()
 
 
+def resume_from(policy: nn.Module, record: RunRecord, resumed: tuple[Path, dict[str, Any]]) -> int:
+    """Continue from `resumed` (`latest_checkpoint`'s answer): restore it and note where the run
+    resumed from in the record; return the run's step there."""
+    path, checkpoint = resumed
+    step = restore(policy, record, checkpoint)
+    record.run_info["resumed_from"] = f"{path} (step {step})"
+    return step
+
+
 def restore(policy: nn.Module, record: RunRecord, checkpoint: dict[str, Any]) -> int:
     """Load a checkpoint's policy weights, run record and random states; return its step."""
     prefix = "policy."
     policy.load_state_dict({k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
     saved = checkpoint["pilaf"]
-    for key, value in saved["record"].items():
-        setattr(record, key, value)
+    record.load_state(saved["record"])
     record.step_offset = saved["run_step"]
     restore_rng_states(saved["rng"])
     return saved["run_step"]

@@ -4,16 +4,15 @@ sampler's run, so all of them continue from byte-identical weights."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from pilaf_exp.infra.atomic import publish_once
-from pilaf_exp.infra.cache import cache_key
+from pilaf_exp.infra.cache import build_once, cache_key, file_sha256
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.sampling.samplers import VanillaSampler
 from pilaf_exp.training.context import RunContext
@@ -33,24 +32,27 @@ def shared_first_round(
     algorithm's settings that fix a round's outcome (part of the cache key)."""
     spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": settings, "seed": run.seed}
     target = run.cache_dir / "iteration_1" / cache_key(spec)
-    cached = (target / "record.json").exists()
-    if not cached:
+    built_here: list[bool] = []
+
+    def build(entry: Path) -> None:  # runs round 1 here and stores it as the cache entry `entry`
+        built_here.append(True)
         record = RunRecord()
         if resume is not None:
             restore(policy, record, resume)
         run_round(record, annotator.with_sampler(VanillaSampler()), resume)
-        staging = target.with_name(f".staging-{target.name}-{id(record)}")
-        policy.save_pretrained(staging / "policy")
-        shutil.copytree(run.output_dir / "preferences" / "iteration_1", staging / "preferences")
-        (staging / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))
-        publish_once(staging, target)  # a concurrent run that cached it first wins: theirs is used
-    else:
+        policy.save_pretrained(entry / "policy")
+        shutil.copytree(run.output_dir / "preferences" / "iteration_1", entry / "preferences")
+        (entry / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))
+
+    # A concurrent run building the same round 1 holds the lock: this one waits and loads it.
+    build_once(target, target / "record.json", build)
+    cached = not built_here
+    if cached:
         shutil.copytree(target / "preferences", run.output_dir / "preferences" / "iteration_1")
     state = json.loads((target / "record.json").read_text())
     state.pop("spec")
     record = RunRecord(**state)
-    weights = (target / "policy" / "model.safetensors").read_bytes()
-    record.notes["round1/checkpoint_sha256"] = hashlib.sha256(weights).hexdigest()
+    record.notes["round1/checkpoint_sha256"] = file_sha256(target / "policy" / "model.safetensors")
     record.notes["round1/cached"] = cached
     if cached:  # replay round 1's evaluations into this run's loggers
         for row in record.history:

@@ -51,6 +51,9 @@ def test_a_run_logs_its_config_axes_summary_and_media(small_cfg, tmp_path, offli
     assert (config["sampler"], config["algo"], config["seed"], config["algo.beta"]) == ("vanilla", "online", 0, 0.1)
     assert [config[key] for key in ("model", "task", "oracle", "trainer")] == ["tiny", "embedded", "embedded", "cpu"]
     assert config["task.vocab_size"] == 4 and config["model.policy._target_"].startswith("pilaf_exp.models")
+    # The tiny models are built, not loaded: their builders stand where a checkpoint's path would
+    # (model.policy.path and oracle.model.path for the paper's models: the test of the checkpoints' names).
+    assert config["oracle.model._target_"].startswith("pilaf_exp.models")
     assert (logged.name, logged.job_type, logged.group) == ("vanilla-s0", "online", "")  # a single run: no group
     assert logged.id == (tmp_path / "run" / "wandb" / "run_id").read_text().strip()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import wandb
 
 from pilaf_exp.infra.wandb_records import offline_runs
@@ -64,3 +65,33 @@ def test_the_report_goes_to_one_wandb_run_of_the_sweeps_group(tmp_path, offline,
     assert j_panel["config"]["xAxis"] == "annotations/total" and j_panel["config"]["metrics"] == ["eval/J"]
     assert j_panel["config"]["groupBy"] == "sampler.value" and j_panel["config"]["groupArea"] == "minmax"
     assert section["runSets"][0]["filters"]["filters"][0]["value"] == GROUP
+
+
+def test_the_labelled_pairs_table_decodes_text_where_the_task_has_a_tokenizer():
+    import torch
+
+    from pilaf_exp.report.wandb_pairs import COLUMNS, LabelledPairsTable
+    from pilaf_exp.sampling.pairs import PairBatch
+    from tests.hf_fixtures import policy_tokenizer
+
+    tokenizer = policy_tokenizer()
+    pad = tokenizer.pad_token_id
+
+    def encode(texts: list[str], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max(map(len, rows))
+        ids = [[pad] * (width - len(r)) + r if left else r + [pad] * (width - len(r)) for r in rows]
+        mask = [[0] * (width - len(r)) + [1] * len(r) if left else [1] * len(r) + [0] * (width - len(r)) for r in rows]
+        return torch.tensor(ids), torch.tensor(mask)
+
+    prompts, answers_a, answers_b = ["Human: hi there", "Human: how are you"], ["Hello!", "Fine"], ["Go away", "Bad"]
+    pairs = PairBatch(*encode(prompts, left=True), *encode(answers_a, False), *encode(answers_b, False),
+                      torch.tensor([0, 2]), torch.tensor([0, 3]))  # fmt: skip
+    table = LabelledPairsTable(logger=None, tokenizer=tokenizer, rows=2).table(
+        7, pairs, torch.tensor([True, False]), torch.tensor([1.5, 0.2]), torch.tensor([-1.0, 0.9])
+    )
+    assert table.columns == COLUMNS
+    assert table.data == [
+        [7, "Human: hi there", "Hello!", "Go away", "policy", "policy", 1.5, -1.0, "a"],
+        [7, "Human: how are you", "Fine", "Bad", "plus", "minus", pytest.approx(0.2), pytest.approx(0.9), "b"],
+    ]
