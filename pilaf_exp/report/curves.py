@@ -5,10 +5,10 @@ Per run (one directory), with budget = its final `annotations/total`:
 - "J last 10%": mean sampled `eval/J` over the evaluations with step >= 0.9 x the final step (the
   endpoint with less evaluation noise); the exact J there when the run has no sampled J.
 - "J @ q%": J at q x budget, interpolated linearly in annotations between the exact evaluations
-  (`exact/J`, no sampling noise) when a run has >= 2 of them, else between the sampled ones.
+  (`exact/J`, no sampling noise) when a run has >= 3 of them (`eval.exact_every` set), else between
+  the sampled ones.
 - "J AUC": the trapezoid area under J against annotations divided by the annotations it spans
-  (0 to budget), i.e. the mean J over the budget; over the exact points when there are >= 3, else
-  the sampled curve.
+  (0 to budget), i.e. the mean J over the budget; over the same curve as "J @ q%".
 - "annotations to q% gain": where the sampled `eval/J` curve first reaches J_0 + q G (linear
   interpolation as in `efficiency.annotations_to_reach`), J_0 = the run's step-0 J (exact where
   present) and G = vanilla's final gain = mean over vanilla's seeds of final J - step-0 J (exact where
@@ -35,6 +35,9 @@ from pilaf_exp.report.stats import Interval, Paired, mean_ci, paired, verdict
 
 SAMPLED, EXACT = "eval/J", "exact/J"
 LAST_SHARE = 0.1
+# A curve read from exact points needs one between the first and the last: with those two alone (the
+# sweeps' default schedule, eval.exact_every: null) the sampled curve is the better account.
+MIN_EXACT_POINTS = 3
 BUDGET_SHARES = (0.25, 0.5, 0.75, 1.0)
 GAIN_SHARES = (0.25, 0.5, 0.75)
 MARKERS = {"better": "▲", "worse": "▼"}
@@ -115,10 +118,10 @@ def baseline_gain(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> fl
 def run_metrics(run: pd.DataFrame, gain: float) -> dict[str, float]:
     """Every curve metric of one run (module docstring); `gain` = vanilla's final gain."""
     budget = float(run[ANNOTATIONS].max())
-    x, y = curve(run, min_exact=2)
+    x, y = curve(run, min_exact=MIN_EXACT_POINTS)
     metrics = {"budget": budget, "J last 10%": last_share_j(run)}
     metrics |= {j_at_share(s): float(np.interp(s * budget, x, y)) if len(x) else math.nan for s in BUDGET_SHARES}
-    metrics["J AUC"] = mean_j(*curve(run, min_exact=3))
+    metrics["J AUC"] = mean_j(x, y)
     if gain > 0:
         start = endpoints(run)[0]
         metrics |= {to_gain(s): annotations_to_reach(run, start + s * gain) for s in GAIN_SHARES}
