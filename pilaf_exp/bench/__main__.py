@@ -9,6 +9,8 @@
    scaling of time per call with the response length (16 to 256 tokens).
 3. online (`bench.online_step`): one full online-DPO step against TRL's `OnlineDPOTrainer`, pairs/s.
 4. exact (`bench.exact`): the exact evaluation's tree walk against the walk that copies the KV cache.
+5. train_step (`bench.train_step`): one DPO training step's parts at the run's batch and at one pair
+   (how much of the step is arithmetic and how much a fixed per-call cost).
 
 Sections 2 and 3 need TRL 1.9.x (`pip install -e '.[bench]'`, which `make bench` does). `--quick`
 shrinks every section to a smoke run of a minute or two (CI runs it so the benchmark cannot rot);
@@ -20,21 +22,24 @@ from __future__ import annotations
 import argparse
 import time
 
-from pilaf_exp.bench import exact, mixture, online_step, samplers
+from pilaf_exp.bench import exact, mixture, online_step, samplers, train_step
 
 FULL = {
     "samplers": ["--repeats", "200"],
     "mixture": ["--new-tokens", "128", "256", "--repeats", "3", "--scaling"],
     "online": ["--new-tokens", "12", "64", "--steps", "20"],
     "exact": ["--repeats", "3"],
+    "train_step": ["--repeats", "5"],
 }
 QUICK = {
     "samplers": ["--repeats", "2", "--engines", "transformers", "auto"],
     "mixture": ["--new-tokens", "16", "--repeats", "1", "--hidden", "64", "--layers", "2", "--batch", "8"],
     "online": ["--new-tokens", "8", "--steps", "3", "--warmup", "1"],
     "exact": ["--vocab", "4", "--length", "4", "--prompts", "1", "--repeats", "1"],
+    "train_step": ["--pairs", "4", "--calls", "2", "--repeats", "1"],
 }
-SECTIONS = {"samplers": samplers.main, "mixture": mixture.main, "online": online_step.main, "exact": exact.main}
+SECTIONS = {"samplers": samplers.main, "mixture": mixture.main, "online": online_step.main, "exact": exact.main,
+            "train_step": train_step.main}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
