@@ -30,7 +30,7 @@ install-bench: $(BENCH_STAMP)  ## also install the benchmark's peers (TRL 1.9.x)
 run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
 	$(PY) -m pilaf_exp $(ARGS)
 
-test: install  ## the test suite without the slow end-to-end tests (about 4.5 min on 2 cores); CI runs it, then test-slow
+test: install  ## the test suite without the slow end-to-end tests (about 5 min on 2 cores); CI runs it, then test-slow
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, SLURM, the Table 3 sweep

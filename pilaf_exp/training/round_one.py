@@ -47,8 +47,10 @@ def shared_first_round(
     # A concurrent run building the same round 1 holds the lock: this one waits and loads it.
     build_once(target, target / "record.json", build)
     cached = not built_here
-    if cached:
-        shutil.copytree(target / "preferences", run.output_dir / "preferences" / "iteration_1")
+    if cached:  # the round's pairs as cached (over any a killed build of this run left behind)
+        mine = run.output_dir / "preferences" / "iteration_1"
+        shutil.rmtree(mine, ignore_errors=True)
+        shutil.copytree(target / "preferences", mine)
     state = json.loads((target / "record.json").read_text())
     state.pop("spec")
     record = RunRecord(**state)
