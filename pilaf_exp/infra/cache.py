@@ -86,19 +86,21 @@ def one_builder(target: Path) -> Iterator[None]:
         yield
 
 
-def build_once(target: Path, ready: Path, write: Callable[[Path], None]) -> None:
+def build_once(target: Path, ready: Path, write: Callable[[Path], None]) -> bool:
     """Create the cache entry `target` (a file or a directory) with `write(path)` unless `ready`
-    exists: written to a staging path, then published in one rename, under `one_builder`'s lock."""
+    exists: written to a staging path, then published in one rename, under `one_builder`'s lock.
+    True when this call built it, False when it was there (or another run built it meanwhile)."""
     if ready.exists():
-        return
+        return False
     with one_builder(target):
         if ready.exists():  # built while this run waited
-            return
+            return False
         log.info("cache miss: building %s", target)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
         write(staging / target.name)
         publish_once(staging / target.name, target)
         staging.rmdir()
+        return True
 
 
 def load_or_build_model(

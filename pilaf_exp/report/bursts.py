@@ -39,9 +39,8 @@ def describe(run_dir: Path, span: int = 15, context: int = 5) -> str:
     window = steps[(steps["step"] >= first - context) & (steps["step"] <= last)]
     at = steps.set_index("step")
     norms = steps["train/grad_norm"].dropna()
-    inside = window[window["step"] > first]["train/grad_norm"].dropna()
-    before = steps[steps["step"] <= first]["train/grad_norm"].dropna()
-    rise = window[window["step"] > first]
+    rise, earlier = window[window["step"] > first], steps[steps["step"] <= first]
+    inside, before = rise["train/grad_norm"].dropna(), earlier["train/grad_norm"].dropna()
     ceiling = before.quantile(0.99)
     above = rise[rise["train/grad_norm"] > ceiling]["step"].astype(int).tolist()
     total_rise = at.loc[last, "eval/kl"] - at.loc[first, "eval/kl"]
@@ -54,10 +53,10 @@ def describe(run_dir: Path, span: int = 15, context: int = 5) -> str:
         f"(step {last}) while sampled J went from {at.loc[first, 'eval/J']:.3f} to {at.loc[last, 'eval/J']:.3f} "
         f"(reward {at.loc[first, 'eval/reward']:.3f} to {at.loc[last, 'eval/reward']:.3f}).",
         f"* Gradient norm (before clipping) during the rise: median {inside.median():.3f}, max {inside.max():.3f}; "
-        f"before it: median {before.median():.3f}, 99th percentile {before.quantile(0.99):.3f}; whole run max "
+        f"before it: median {before.median():.3f}, 99th percentile {ceiling:.3f}; whole run max "
         f"{norms.max():.3f} at step {int(steps.loc[norms.idxmax(), 'step'])}.",
         f"* Batch DPO margin during the rise: median {rise['train/reward_margin'].median():.3f} (before it: "
-        f"{steps[steps['step'] <= first]['train/reward_margin'].median():.3f}).",
+        f"{earlier['train/reward_margin'].median():.3f}).",
         "* " + spike_text(above, len(rise), ceiling, at, first, total_rise),
         "",
         "| step | sampled KL | sampled J | reward | loss | margin | accuracy | grad norm |",

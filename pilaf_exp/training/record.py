@@ -44,7 +44,7 @@ class RunRecord:
     def flush_preferences(self, path: Path, log: PreferenceLog | None = None) -> None:
         """Save the pairs labelled since the last flush (or `log`, e.g. the whole run's pairs read
         back from the ledger) as an Arrow dataset, and start afresh."""
-        (log or self.preferences).save(path)
+        (self.preferences if log is None else log).save(path)
         self.preferences = PreferenceLog()
 
     def state(self) -> dict[str, Any]:
@@ -53,8 +53,8 @@ class RunRecord:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Put back what `state` kept (a checkpoint's record)."""
-        for key in self.STATE:
-            setattr(self, key, state[key])
+        for key, value in state.items():
+            setattr(self, key, value)
 
     def add(self, step: int, pairs: PairBatch, a_preferred: Tensor) -> PairBatch:
         """Count and log one batch of labelled pairs; return them preferred-first (chosen, rejected)."""

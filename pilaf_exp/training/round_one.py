@@ -32,10 +32,8 @@ def shared_first_round(
     algorithm's settings that fix a round's outcome (part of the cache key)."""
     spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": settings, "seed": run.seed}
     target = run.cache_dir / "iteration_1" / cache_key(spec)
-    built_here: list[bool] = []
 
     def build(entry: Path) -> None:  # runs round 1 here and stores it as the cache entry `entry`
-        built_here.append(True)
         record = RunRecord()
         if resume is not None:
             restore(policy, record, resume)
@@ -45,8 +43,7 @@ def shared_first_round(
         (entry / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))
 
     # A concurrent run building the same round 1 holds the lock: this one waits and loads it.
-    build_once(target, target / "record.json", build)
-    cached = not built_here
+    cached = not build_once(target, target / "record.json", build)
     if cached:  # the round's pairs as cached (over any a killed build of this run left behind)
         mine = run.output_dir / "preferences" / "iteration_1"
         shutil.rmtree(mine, ignore_errors=True)

@@ -70,6 +70,7 @@ def test_the_report_goes_to_one_wandb_run_of_the_sweeps_group(tmp_path, offline,
 def test_the_labelled_pairs_table_decodes_text_where_the_task_has_a_tokenizer():
     import torch
 
+    from pilaf_exp.data.text import pad_left, pad_right
     from pilaf_exp.report.wandb_pairs import COLUMNS, LabelledPairsTable
     from pilaf_exp.sampling.pairs import PairBatch
     from tests.hf_fixtures import policy_tokenizer
@@ -79,10 +80,7 @@ def test_the_labelled_pairs_table_decodes_text_where_the_task_has_a_tokenizer():
 
     def encode(texts: list[str], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        width = max(map(len, rows))
-        ids = [[pad] * (width - len(r)) + r if left else r + [pad] * (width - len(r)) for r in rows]
-        mask = [[0] * (width - len(r)) + [1] * len(r) if left else [1] * len(r) + [0] * (width - len(r)) for r in rows]
-        return torch.tensor(ids), torch.tensor(mask)
+        return (pad_left if left else pad_right)(rows, pad)
 
     prompts, answers_a, answers_b = ["Human: hi there", "Human: how are you"], ["Hello!", "Fine"], ["Go away", "Bad"]
     pairs = PairBatch(*encode(prompts, left=True), *encode(answers_a, False), *encode(answers_b, False),
