@@ -5,27 +5,24 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install install-bench run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results gradients clean
+.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results gradients clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first, pinned: here it resolves to the local CPU wheel; elsewhere to the standard one.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# Every dependency at its locked version (torch by version only: here the local CPU wheel, on a GPU
+	# machine the CUDA one); then the package itself, which adds nothing the lock does not hold.
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package with its dev tools
+install: $(STAMP)  ## create .venv and install the locked environment (requirements.lock) and the package
 
-BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
-
-install-bench: $(BENCH_STAMP)  ## also install the benchmark's peers (TRL 1.9.x)
+lock:  ## re-resolve the dependencies afresh into requirements.lock (pin one: make lock ARGS="transformers==5.24.0")
+	PYTHON=$(PYTHON) bash scripts/lock.sh $(ARGS)
 
 run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
 	$(PY) -m pilaf_exp $(ARGS)
@@ -47,10 +44,10 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install-bench  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~12 min; BENCHMARKS.md)
+bench: install  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~12 min; BENCHMARKS.md)
 	$(PY) -m pilaf_exp.bench $(ARGS)
 
-bench-quick: install-bench  ## a ~2 min smoke run of `make bench` (CI runs it; its numbers are not the reported ones)
+bench-quick: install  ## a ~2 min smoke run of `make bench` (CI runs it; its numbers are not the reported ones)
 	$(PY) -m pilaf_exp.bench --quick
 
 bench-samplers: install  ## only the sampler table (no TRL needed); extra args: make bench-samplers ARGS="--profile"
@@ -63,7 +60,7 @@ clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 	rm -rf outputs multirun .pytest_cache
 
 results: install  ## every sweep behind RESULTS.md (protocol, Tables 2-3, Fig. 4; 10 seeds), their reports, RESULTS.md
-	$(PY) -m pilaf_exp.report.results $(ARGS)
+	$(PY) -m pilaf_exp.results $(ARGS)
 
 gradients: install  ## the exact gradient analysis (5 vanilla runs, SFT + steps 100-300, ~2.5 h on 2 cores): docs/results/gradients.md
 	bash scripts/gradients.sh

@@ -37,7 +37,7 @@ from pilaf_exp.infra.timing import Stopwatch
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.labelling.encoding import TextReencoder, same_tokenizer
 from pilaf_exp.labelling.oracle import RewardOracle
-from pilaf_exp.report.wandb_pairs import wandb_callbacks
+from pilaf_exp.run_output.wandb_pairs import wandb_callbacks
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, check_kv_budget, decode
 from pilaf_exp.training.algorithm import Algorithm
 from pilaf_exp.training.context import RunContext
@@ -193,8 +193,14 @@ def response_table(cfg: DictConfig, world: World) -> ResponseTable | None:
     # Keyed by the reference's and the calibrated oracle's actual weights too: the config alone
     # does not fix them across code versions (the calibration draws from pi_ref).
     weights = weights_fingerprint(world.reference, world.oracle)
-    spec = {"stage": "response_table", "base": world_spec(cfg), "prompts": count, "temperature": temperature,
-            "weights": weights, "code": EXACT_CODE}  # fmt: skip
+    spec = {
+        "stage": "response_table",
+        "base": world_spec(cfg),
+        "prompts": count,
+        "temperature": temperature,
+        "weights": weights,
+        "code": EXACT_CODE,
+    }
     prompts = task.test.ids[:count]
     return load_or_compute_object(
         Path(cfg.cache_dir) / "exact",

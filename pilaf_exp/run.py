@@ -1,7 +1,7 @@
 """One experiment end to end: run(cfg) builds the parts, fits, writes the outputs, returns the summary.
 
 The data's path: prompts (`data`) -> pairs (`sampling`) -> labels (`labelling`) -> DPO steps
-(`training`) -> reward / KL / J (`evaluation`) -> the run directory (`report.run_outputs`).
+(`training`) -> reward / KL / J (`evaluation`) -> the run directory (`run_output.run_files`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pilaf_exp.data.task import DemonstratingTask
 from pilaf_exp.evaluation.policy_stats import describe_policy
 from pilaf_exp.infra.signals import leave_for_requeue, under_slurm, usr1_as_sigterm
 from pilaf_exp.infra.threads import apply_thread_budget
-from pilaf_exp.report import run_outputs
+from pilaf_exp.run_output import run_files
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     # Under DDP the other ranks re-run this function in the same directory: rank 0 owns it.
     lead = rank_zero_only.rank == 0
     if lead:
-        run_outputs.claim_run_dir(out_dir, float(cfg.min_free_disk_gb))
-        run_outputs.save_config(cfg, out_dir)
+        run_files.claim_run_dir(out_dir, float(cfg.min_free_disk_gb))
+        run_files.save_config(cfg, out_dir)
     threads = apply_thread_budget(cfg.threads)  # before any model is built
     L.seed_everything(cfg.seed, verbose=False)
     started = time.perf_counter()
@@ -71,14 +71,14 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     record = fitted.record
     record.run_info["threads"] = threads
     if record.world_size > 1:  # each rank's own account, to check the ranks agree
-        run_outputs.write_rank_report(out_dir, record, fitted.policy)
+        run_files.write_rank_report(out_dir, record, fitted.policy)
     if cfg.save_policy and lead:
         fitted.policy.save_pretrained(out_dir / "policy")
     if not lead:
         return {}
     names = {"algo": cfg.choices.algo, "sampler": cfg.choices.sampler}
-    summary = run_outputs.summary(names, cfg, record, fixed, world.task.skipped)
-    run_outputs.write_run(out_dir, summary, record, stopwatch.seconds, time.perf_counter() - started)
+    summary = run_files.summary(names, cfg, record, fixed, world.task.skipped)
+    run_files.write_run(out_dir, summary, record, stopwatch.seconds, time.perf_counter() - started)
     for logger in loggers:
         logger.finalize("success")
     return summary

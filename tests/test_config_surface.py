@@ -91,8 +91,12 @@ def _held_node(value: ast.AST) -> str | None:
         value = value.values[0]
     if isinstance(value, ast.Attribute):
         return value.attr
-    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "get" and (
-        value.args and isinstance(value.args[0], ast.Constant)):  # fmt: skip
+    if (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "get"
+        and (value.args and isinstance(value.args[0], ast.Constant))
+    ):
         return str(value.args[0].value)
     return None
 
@@ -104,14 +108,20 @@ def _reads(tree: ast.AST) -> tuple[set[str], set[str]]:
     `node["leaf"]`. A parameter or variable is named for the node it holds (`generation.batch_size`)."""
     docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
     names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    names |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-              and id(n) not in docstrings}  # fmt: skip
+    names |= {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    }
     aliases = {}  # `ev = cfg.eval`, `ev, beta = cfg.eval, ...`, `ev = cfg.get("eval")` -> ev holds "eval"
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                both = zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple) and isinstance(
-                    node.value, ast.Tuple) else [(target, node.value)]  # fmt: skip
+                both = (
+                    zip(target.elts, node.value.elts)
+                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    else [(target, node.value)]
+                )
                 aliases |= {t.id: held for t, v in both if isinstance(t, ast.Name) and (held := _held_node(v))}
 
     def node_name(base: ast.AST) -> set[str]:
@@ -129,8 +139,14 @@ def _reads(tree: ast.AST) -> tuple[set[str], set[str]]:
             pairs |= {f"{parent}.{n.attr}" for parent in node_name(n.value)}
         elif isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str):
             pairs |= {f"{parent}.{n.slice.value}" for parent in node_name(n.value)}
-        elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" and n.args
-              and isinstance(n.args[0], ast.Constant) and isinstance(n.args[0].value, str)):  # fmt: skip
+        elif (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "get"
+            and n.args
+            and isinstance(n.args[0], ast.Constant)
+            and isinstance(n.args[0].value, str)
+        ):
             pairs |= {f"{parent}.{n.args[0].value}" for parent in node_name(n.func.value)}
     return names, pairs
 

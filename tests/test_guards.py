@@ -26,10 +26,21 @@ def test_too_little_free_disk_fails_before_training(small_cfg, tmp_path):
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "algo.lr=1e30", "algo.steps=8",
-        "algo.batch_size=8", "algo.eval_every=4", "checkpoint.every_n_steps=1", "eval.exact_prompts=0",
-        "logger=csv", "task.num_test_prompts=32", "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pilaf_exp",
+        f"hydra.run.dir={run_dir}",
+        "algo.lr=1e30",
+        "algo.steps=8",
+        "algo.batch_size=8",
+        "algo.eval_every=4",
+        "checkpoint.every_n_steps=1",
+        "eval.exact_prompts=0",
+        "logger=csv",
+        "task.num_test_prompts=32",
+        "oracle.calibration_prompts=256",
+        "trainer.enable_progress_bar=false",
+    ]
     result = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -42,13 +53,26 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path,
 @pytest.mark.slow
 def test_an_unreachable_wandb_server_falls_back_to_offline(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
-    env = {**subprocess_env, "WANDB_MODE": "online", "WANDB_API_KEY": "a" * 40, "WANDB_INIT_TIMEOUT": "5",
-           "WANDB_BASE_URL": "http://127.0.0.1:9"}  # fmt: skip
+    env = {
+        **subprocess_env,
+        "WANDB_MODE": "online",
+        "WANDB_API_KEY": "a" * 40,
+        "WANDB_INIT_TIMEOUT": "5",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+    }
     cmd = [
-        sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "algo.steps=4", "algo.batch_size=8",
-        "algo.eval_every=2", "eval.exact_prompts=0", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
+        sys.executable,
+        "-m",
+        "pilaf_exp",
+        f"hydra.run.dir={run_dir}",
+        "algo.steps=4",
+        "algo.batch_size=8",
+        "algo.eval_every=2",
+        "eval.exact_prompts=0",
+        "task.num_test_prompts=32",
+        "oracle.calibration_prompts=256",
         "trainer.enable_progress_bar=false",
-    ]  # fmt: skip
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     said = result.stdout + result.stderr

@@ -30,12 +30,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], prog="python -m pilaf_exp.analysis.gradients"
     )
     parser.add_argument("overrides", nargs="*", help="config overrides as for python -m pilaf_exp (e.g. seed=3)")
-    parser.add_argument("--checkpoint", action="append", default=[],
-                        help="a run's checkpoints/step_*.ckpt, a save_pretrained directory, or 'sft' for the SFT "
-                             "policy (the default); repeat for several")  # fmt: skip
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a run's checkpoints/step_*.ckpt, a save_pretrained directory, or 'sft' for the SFT "
+        "policy (the default); repeat for several",
+    )
     parser.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="pairs per prompt in each of the two halves")
-    parser.add_argument("--pairs-for", action="append", default=[], metavar="SAMPLER=N",
-                        help="another --pairs for one sampler (e.g. best_of_n=1024)")  # fmt: skip
+    parser.add_argument(
+        "--pairs-for",
+        action="append",
+        default=[],
+        metavar="SAMPLER=N",
+        help="another --pairs for one sampler (e.g. best_of_n=1024)",
+    )
     parser.add_argument("--samplers", default=None, help="comma-separated subset (default: all of conf/sampler/)")
     parser.add_argument(
         "--variant",
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     """Analyse every requested policy; one JSON file each."""
     import torch
 
-    from pilaf_exp.analysis.inputs import check_same_world, load_policy, run_config, samplers_of
+    from pilaf_exp.analysis.inputs import load_policy, samplers_of
     from pilaf_exp.analysis.measure import Setting, analyse
     from pilaf_exp.build import build_world, decode_spec, response_table
     from pilaf_exp.config_checks import validate
@@ -88,13 +97,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     started = time.perf_counter()
     cfg = compose_config(*args.overrides)
     validate(cfg)
-    if float(cfg.algo.temperature) != 1.0 or float(cfg.eval.temperature) != 1.0:
-        raise ConfigError("the analysis is for sampling at temperature 1 (algo.temperature, eval.temperature)")
-    paths = [None if path == "sft" else Path(path) for path in args.checkpoint or ["sft"]]
-    for path in paths:  # before anything is built
-        if path is not None and not path.exists():
-            raise ConfigError(f"--checkpoint {path} does not exist")
-        check_same_world(run_config(path), cfg)
+    paths = _checked_paths(args.checkpoint, cfg)
     names = args.samplers.split(",") if args.samplers else sampler_names()
     samplers = samplers_of(args.overrides, names, args.variant)
     world = build_world(cfg)
@@ -109,23 +112,53 @@ def run(args: argparse.Namespace) -> list[Path]:
     for path in paths:
         began = time.perf_counter()
         policy = load_policy(path, world.reference)
-        result = analyse(policy.model, world.reference, table, {n: e.sampler for n, e in samplers.items()}, spec,
-                         setting, int(cfg.seed))  # fmt: skip
+        result = analyse(
+            policy.model,
+            world.reference,
+            table,
+            {n: e.sampler for n, e in samplers.items()},
+            spec,
+            setting,
+            int(cfg.seed),
+        )
         result["seconds"] |= {"setup": setup, "policy": time.perf_counter() - began}
         result["machine"] = {"threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
         run_seed = policy.run_config.get("seed") if policy.run_config is not None else None
         record = {
-            "label": policy.label, "source": policy.source, "step": policy.step, "seed": int(cfg.seed),
-            "run_seed": run_seed, "overrides": list(args.overrides), "prompts": len(table.prompts),
-            "pairs_per_prompt_half": {n: setting.pairs_of(n) for n in samplers}, "beta": setting.beta, "lr": lr,
-            "batch_size": setting.batch_size, "sampler_configs": {n: e.config for n, e in samplers.items()}, **result,
-        }  # fmt: skip
+            "label": policy.label,
+            "source": policy.source,
+            "step": policy.step,
+            "seed": int(cfg.seed),
+            "run_seed": run_seed,
+            "overrides": list(args.overrides),
+            "prompts": len(table.prompts),
+            "pairs_per_prompt_half": {n: setting.pairs_of(n) for n in samplers},
+            "beta": setting.beta,
+            "lr": lr,
+            "batch_size": setting.batch_size,
+            "sampler_configs": {n: e.config for n, e in samplers.items()},
+            **result,
+        }
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / f"{policy.label}_seed{int(cfg.seed)}.json"
         target.write_text(json.dumps(record, indent=2))
         print(summary_lines(record))
         written.append(target)
     return written
+
+
+def _checked_paths(checkpoints: list[str] | None, cfg) -> list[Path | None]:
+    """The policies to analyse (None = the SFT policy), checked before anything is built."""
+    from pilaf_exp.analysis.inputs import check_same_world, run_config
+
+    if float(cfg.algo.temperature) != 1.0 or float(cfg.eval.temperature) != 1.0:
+        raise ConfigError("the analysis is for sampling at temperature 1 (algo.temperature, eval.temperature)")
+    paths = [None if path == "sft" else Path(path) for path in checkpoints or ["sft"]]
+    for path in paths:
+        if path is not None and not path.exists():
+            raise ConfigError(f"--checkpoint {path} does not exist")
+        check_same_world(run_config(path), cfg)
+    return paths
 
 
 def summary_lines(record: dict) -> str:

@@ -31,8 +31,17 @@ def load(root: Path) -> tuple[pd.DataFrame, list[dict]]:
         records.append(record)
         seed = record["run_seed"] if record.get("run_seed") is not None else record["seed"]
         for name, result in record["samplers"].items():
-            rows.append({"step": record["step"], "seed": seed, "sampler": name, "J": record["objective"]["J"],
-                         "kl": record["objective"]["kl"], "file": str(path), **result})  # fmt: skip
+            rows.append(
+                {
+                    "step": record["step"],
+                    "seed": seed,
+                    "sampler": name,
+                    "J": record["objective"]["J"],
+                    "kl": record["objective"]["kl"],
+                    "file": str(path),
+                    **result,
+                }
+            )
     if not rows:
         raise FileNotFoundError(f"no gradient-analysis results (*.json) below {root}")
     return pd.DataFrame(rows), records
@@ -58,9 +67,13 @@ def summarise(rows: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFr
         base = here[here["sampler"] == baseline].set_index("seed")
         for name in sampler_order(here["sampler"]):
             mine = here[here["sampler"] == name].set_index("seed")
-            entry = {"step": int(step), "sampler": name, "seeds": len(mine),
-                     "cosine mc error": float(mine["cosine_mc_error"].median()),
-                     "noise share": float(mine["noise_share"].median())}  # fmt: skip
+            entry = {
+                "step": int(step),
+                "sampler": name,
+                "seeds": len(mine),
+                "cosine mc error": float(mine["cosine_mc_error"].median()),
+                "noise share": float(mine["noise_share"].median()),
+            }
             for column, (key, _, higher, ratio) in METRICS.items():
                 interval = mean_ci(mine[key])
                 entry |= {f"{column}": interval.mean, f"{column} low": interval.low, f"{column} high": interval.high}
@@ -68,8 +81,12 @@ def summarise(rows: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFr
                     change = mine[key] / base[key] - 1 if ratio else mine[key] - base[key]
                     comparison = paired(change.reindex(mine.index).dropna())
                     d = comparison.difference
-                    entry |= {f"{column} diff": d.mean, f"{column} diff low": d.low, f"{column} diff high": d.high,
-                              f"{column} vs {baseline}": verdict(comparison, higher)}  # fmt: skip
+                    entry |= {
+                        f"{column} diff": d.mean,
+                        f"{column} diff low": d.low,
+                        f"{column} diff high": d.high,
+                        f"{column} vs {baseline}": verdict(comparison, higher),
+                    }
             out.append(entry)
     return pd.DataFrame(out)
 

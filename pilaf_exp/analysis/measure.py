@@ -51,8 +51,17 @@ def sampler_generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
 
 
-def draw(sampler: Sampler, policy: nn.Module, reference: nn.Module, table: ResponseTable, logp: Tensor,
-         spec: DecodeSpec, setting: Setting, generator: torch.Generator, pairs: int) -> list[PairTerms]:  # fmt: skip
+def draw(
+    sampler: Sampler,
+    policy: nn.Module,
+    reference: nn.Module,
+    table: ResponseTable,
+    logp: Tensor,
+    spec: DecodeSpec,
+    setting: Setting,
+    generator: torch.Generator,
+    pairs: int,
+) -> list[PairTerms]:
     """`pairs` pairs per prompt from the sampler itself, with their exact DPO terms."""
     terms = []
     for i, prompt in enumerate(table.prompts):
@@ -65,8 +74,9 @@ def draw(sampler: Sampler, policy: nn.Module, reference: nn.Module, table: Respo
     return terms
 
 
-def gradients(policy: nn.Module, table: ResponseTable, logp: Tensor, draws: dict[str, list[list[PairTerms]]],
-              beta: float) -> tuple[Tensor, dict[str, list[Tensor]]]:  # fmt: skip
+def gradients(
+    policy: nn.Module, table: ResponseTable, logp: Tensor, draws: dict[str, list[list[PairTerms]]], beta: float
+) -> tuple[Tensor, dict[str, list[Tensor]]]:
     """grad J and, per sampler and half, the expected DPO-loss gradient: means over the prompts, one
     differentiable tree walk per prompt."""
     count, size = len(table.prompts), table.vocab**table.length
@@ -99,8 +109,9 @@ def projections(terms: list[PairTerms], along: Tensor, beta: float) -> tuple[Ten
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def compare(grad_j: Tensor, halves: list[Tensor], terms: list[list[PairTerms]], along: Tensor,
-            setting: Setting) -> dict[str, float | list[float]]:  # fmt: skip
+def compare(
+    grad_j: Tensor, halves: list[Tensor], terms: list[list[PairTerms]], along: Tensor, setting: Setting
+) -> dict[str, float | list[float]]:
     """One sampler against grad J: cosine, first-order gain per annotation, signal-to-noise; each
     per half and pooled. `along` = [N, V^T] derivatives of log pi along grad J / |grad J|."""
     descent = [-g for g in halves]  # the DPO step direction is minus the loss gradient
@@ -144,8 +155,15 @@ def mass(logp: Tensor) -> dict[str, float]:
     return {"entropy": float(-(p * p.log()).nan_to_num().sum(-1).mean()), **kept}
 
 
-def analyse(policy: nn.Module, reference: nn.Module, table: ResponseTable, samplers: dict[str, Sampler],
-            spec: DecodeSpec, setting: Setting, seed: int) -> dict:  # fmt: skip
+def analyse(
+    policy: nn.Module,
+    reference: nn.Module,
+    table: ResponseTable,
+    samplers: dict[str, Sampler],
+    spec: DecodeSpec,
+    setting: Setting,
+    seed: int,
+) -> dict:
     """Everything the analysis reports for one policy (trainable parameters: all of them)."""
     policy = policy.eval().requires_grad_(True)
     seconds: dict[str, float] = {}

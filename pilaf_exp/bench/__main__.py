@@ -38,8 +38,13 @@ QUICK = {
     "exact": ["--vocab", "4", "--length", "4", "--prompts", "1", "--repeats", "1"],
     "train_step": ["--pairs", "4", "--calls", "2", "--repeats", "1"],
 }
-SECTIONS = {"samplers": samplers.main, "mixture": mixture.main, "online": online_step.main, "exact": exact.main,
-            "train_step": train_step.main}  # fmt: skip
+SECTIONS = {
+    "samplers": samplers.main,
+    "mixture": mixture.main,
+    "online": online_step.main,
+    "exact": exact.main,
+    "train_step": train_step.main,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> None:
             for prompt in prompts:
                 walk(model, prompt, args.vocab, args.length)
             times[name].append((time.perf_counter() - started) / len(prompts))
-    gap = max(float((response_logprobs(model, p, args.vocab, args.length)
-                     - copying_walk(model, p, args.vocab, args.length)).abs().max()) for p in prompts)  # fmt: skip
+    gap = max(
+        float(
+            (response_logprobs(model, p, args.vocab, args.length) - copying_walk(model, p, args.vocab, args.length))
+            .abs()
+            .max()
+        )
+        for p in prompts
+    )
     print(f"V={args.vocab} T={args.length} ({args.vocab**args.length:,} responses a prompt), {args.threads} thread(s)")
     for name, seconds in times.items():
         runs = ", ".join(f"{s:.3f}" for s in seconds)

@@ -70,8 +70,10 @@ def print_header(args: argparse.Namespace, info: dict[str, str]) -> None:
 
 
 def print_main_table(results: dict[int, dict[str, Result]], lengths: list[int], batch: int) -> None:
-    print(f"{'tokens':>6} {'method':<10} {'s/call median (min-max)':>26} {'tokens/s':>10} {'max |gap|':>10} "
-          f"{'mean |gap|':>10}")  # fmt: skip
+    print(
+        f"{'tokens':>6} {'method':<10} {'s/call median (min-max)':>26} {'tokens/s':>10} {'max |gap|':>10} "
+        f"{'mean |gap|':>10}"
+    )
     for length in lengths:
         for name, res in results[length].items():
             if res.skipped:

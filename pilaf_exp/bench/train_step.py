@@ -47,8 +47,11 @@ def step_parts(pairs: int, vocab: int, seed: int = 0) -> dict[str, Callable[[], 
         optimizer.zero_grad(set_to_none=False)
 
     policy_forward_backward()  # gradients exist before the first optimizer step is timed
-    return {"policy forward+backward": policy_forward_backward, "reference forward": reference_forward,
-            "AdamW step": optimizer_step}  # fmt: skip
+    return {
+        "policy forward+backward": policy_forward_backward,
+        "reference forward": reference_forward,
+        "AdamW step": optimizer_step,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,9 +37,14 @@ class PromptStream(L.LightningDataModule):
     once the trainer knows the ranks, and starts at `start_step` when a run resumes."""
 
     def __init__(
-        self, prompts: Prompts, batch_size: int, steps: int, seed: int, micro_batch_size: int | None = None,
+        self,
+        prompts: Prompts,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        micro_batch_size: int | None = None,
         start_step: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         self.prompts, self.batch_size, self.steps, self.seed = prompts, batch_size, steps, seed
         self.micro_batch_size, self.start_step = micro_batch_size, start_step
@@ -47,6 +52,12 @@ class PromptStream(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self.trainer.global_rank, self.trainer.world_size
         return prompt_stream(
-            self.prompts, self.batch_size, self.steps, self.seed, rank, world_size, self.micro_batch_size,
+            self.prompts,
+            self.batch_size,
+            self.steps,
+            self.seed,
+            rank,
+            world_size,
+            self.micro_batch_size,
             self.start_step,
-        )  # fmt: skip
+        )

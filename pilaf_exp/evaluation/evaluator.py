@@ -27,9 +27,16 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(
-        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int = 0, last: bool = False,
-        rank: int = 0, world_size: int = 1, reduce: Reduce | None = None,
-    ) -> dict[str, float]:  # fmt: skip
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        oracle: Oracle,
+        step: int = 0,
+        last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        reduce: Reduce | None = None,
+    ) -> dict[str, float]:
         """Sampled mean reward, KL and J over the test prompts with their standard error, and the
         exact ones when due (NaN otherwise, so every evaluation row has the same columns). With
         several ranks each evaluates its share (rows rank, rank + world_size, ...) and `reduce`
@@ -43,9 +50,15 @@ class Evaluator:
         return metrics
 
     def sampled(
-        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int, rank: int, world_size: int,
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        oracle: Oracle,
+        step: int,
+        rank: int,
+        world_size: int,
         reduce: Reduce | None,
-    ) -> dict[str, float]:  # fmt: skip
+    ) -> dict[str, float]:
         device = next(policy.parameters()).device
         # Each evaluation draws its own noise (seed, step, rank): reproducible, and independent
         # between evaluations, so no one draw's luck is shared by a whole curve.

@@ -112,9 +112,14 @@ class ResponseTable:
 
     @classmethod
     def build(
-        cls, reference: nn.Module, oracle: RewardOracle, prompts: Tensor, vocab: int, length: int,
+        cls,
+        reference: nn.Module,
+        oracle: RewardOracle,
+        prompts: Tensor,
+        vocab: int,
+        length: int,
         temperature: float = 1.0,
-    ) -> ResponseTable:  # fmt: skip
+    ) -> ResponseTable:
         logp = torch.stack([response_logprobs(reference, p, vocab, length, temperature) for p in prompts])
         reward = torch.stack([response_rewards(oracle, p, vocab, length) for p in prompts])
         return cls(prompts, logp, reward, vocab, length, temperature)
@@ -162,9 +167,13 @@ class ExactEvaluation:
         return last or step == 0 or bool(self.every and step % self.every == 0)
 
     def __call__(
-        self, policy: nn.Module, rank: int = 0, world_size: int = 1, reduce: Reduce | None = None,
+        self,
+        policy: nn.Module,
+        rank: int = 0,
+        world_size: int = 1,
+        reduce: Reduce | None = None,
         is_reference: bool = False,
-    ) -> dict:  # fmt: skip
+    ) -> dict:
         """Each rank walks its share of the prompts (rank, rank + world_size, ...); `reduce` sums.
         `is_reference`: the policy is pi_ref itself (every run's step 0), whose values the table holds."""
         optimum = self.table.optimum(self.beta)

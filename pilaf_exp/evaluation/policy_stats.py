@@ -20,8 +20,15 @@ def describe_policy(
     demos = task.demonstrations(count, generator, prompts=task.test.ids)
     prompts, responses = demos[:, : task.prompt_length], demos[:, task.prompt_length :]
     nll = -sequence_logprob(policy, prompts, torch.ones_like(prompts), responses, torch.ones_like(responses))
-    out = decode(policy, policy, prompts, torch.ones_like(prompts), torch.full((count,), POLICY),
-                 DecodeSpec.of(task.response_format, temperature), generator)  # fmt: skip
+    out = decode(
+        policy,
+        policy,
+        prompts,
+        torch.ones_like(prompts),
+        torch.full((count,), POLICY),
+        DecodeSpec.of(task.response_format, temperature),
+        generator,
+    )
     stats = {"init/entropy": -out.logprobs.sum(-1).mean().item(), "init/test_nll": nll.mean().item()}
     if isinstance(task, KnowsItsDistribution):
         stats["init/kl_to_task"] = (task.true_logprob(demos) + nll).mean().item()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class RunLogger(WandbLogger):
 
     def __init__(self, *args: Any, pairs_table_rows: int = 4, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pairs_table_rows = pairs_table_rows  # rows of the labelled-pairs table (report.wandb_pairs)
+        self.pairs_table_rows = pairs_table_rows  # rows of the labelled-pairs table (run_output.wandb_pairs)
         self._next_step: int | None = None
         self._logged_before: set[tuple] = set()  # what the run's earlier processes logged (wandb_run.cell)
         self._finished = False
@@ -115,7 +116,55 @@ def wandb_logger(
     import wandb
 
     mode = wandb_mode()
-    wandb_dir = Path(save_dir) / "wandb"
+    id_file, run_id, group = _run_identity(Path(save_dir), group, job_type)
+    config = wandb_run.run_config(Path(save_dir)) if rank_zero_only.rank == 0 else {}
+
+    def make(mode: str, run_id: str) -> RunLogger:
+        return RunLogger(
+            save_dir=save_dir,
+            project=project,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=list(tags or []),
+            mode=mode,
+            id=run_id,
+            resume="allow",
+            config=config,
+            pairs_table_rows=pairs_table_rows,
+            settings=wandb.Settings(x_transaction_log_flush_interval=flush_seconds),
+            **kwargs,
+        )
+
+    return _started(make, mode, run_id, id_file, save_dir)
+
+
+def _started(make: Callable[[str, str], RunLogger], mode: str, run_id: str, id_file: Path, save_dir: str) -> RunLogger:
+    """Rank 0 starts the W&B run now, so a failure is met here and not mid-run; an unreachable server
+    falls back to offline under a new id (W&B keeps the failed run's id reserved in this process)."""
+    logger = make(mode, run_id)
+    if rank_zero_only.rank != 0:
+        return logger
+    try:
+        logger.experiment  # noqa: B018 -- starts the run, with its config
+    except Exception as error:  # network, auth, server: W&B must never kill a run
+        if mode != "online":
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning(
+            "W&B online is unavailable (%s): logging offline to %s/wandb; upload it later with `wandb sync`",
+            reason,
+            save_dir,
+        )
+        run_id = secrets.token_hex(4)
+        id_file.write_text(run_id + "\n")
+        logger = make("offline", run_id)
+    return logger
+
+
+def _run_identity(save_dir: Path, group: str | None, job_type: str | None) -> tuple[Path, str, str | None]:
+    """The run's W&B id (kept in save_dir/wandb/run_id, so a resumed run is the same run) and group."""
+    wandb_dir = save_dir / "wandb"
     id_file = wandb_dir / "run_id"
     resuming = id_file.exists()
     run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
@@ -125,26 +174,4 @@ def wandb_logger(
         id_file.write_text(run_id + "\n")
     if group and rank_zero_only.rank == 0:
         (wandb_dir / "group").write_text(group + "\n")  # the report's W&B run joins this group
-    config = wandb_run.run_config(Path(save_dir)) if rank_zero_only.rank == 0 else {}
-
-    def make(mode: str, run_id: str) -> RunLogger:
-        return RunLogger(
-            save_dir=save_dir, project=project, group=group, job_type=job_type, name=name, tags=list(tags or []),
-            mode=mode, id=run_id, resume="allow", config=config, pairs_table_rows=pairs_table_rows,
-            settings=wandb.Settings(x_transaction_log_flush_interval=flush_seconds), **kwargs,
-        )  # fmt: skip
-
-    logger = make(mode, run_id)
-    if rank_zero_only.rank == 0:
-        try:
-            logger.experiment  # noqa: B018 -- start now: a failure is met here and not mid-run, and the config is in
-        except Exception as error:  # network, auth, server: W&B must never kill a run
-            if mode != "online":
-                raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            log.warning("W&B online is unavailable (%s): logging offline to %s/wandb; upload it later with "
-                        "`wandb sync`", reason, save_dir)  # fmt: skip
-            run_id = secrets.token_hex(4)  # W&B keeps the failed run's id reserved in this process
-            id_file.write_text(run_id + "\n")
-            logger = make("offline", run_id)
-    return logger
+    return id_file, run_id, group

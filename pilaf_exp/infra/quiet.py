@@ -11,9 +11,14 @@ import warnings
 # interval hints, torch's pytree notice, and TRL's config setting transformers' old
 # gradient-checkpointing name (benchmarks only).
 NOTICES = (
-    "does not have many workers", "module\\(s\\) in eval mode", "Experiment logs dir", "LeafSpec",
-    "`srun` command is available", "logging interval", "checkpointing` is deprecated",
-)  # fmt: skip
+    "does not have many workers",
+    "module\\(s\\) in eval mode",
+    "Experiment logs dir",
+    "LeafSpec",
+    "`srun` command is available",
+    "logging interval",
+    "checkpointing` is deprecated",
+)
 LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric")
 
 

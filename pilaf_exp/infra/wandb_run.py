@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from pilaf_exp.infra.wandb_records import items, records
 
-RESOLVED_CONFIG = "config_resolved.yaml"  # the run's resolved config (report.run_outputs.save_config)
+RESOLVED_CONFIG = "config_resolved.yaml"  # the run's resolved config (run_output.run_files.save_config)
 CHOICES = ("sampler", "algo", "model", "task", "oracle", "trainer")  # group choices: top-level config keys
 ANNOTATIONS, STEP = "annotations/total", "trainer/global_step"
 EVALUATIONS = ("eval/*", "exact/*")  # logged at every evaluation, with the annotation count
@@ -126,7 +126,7 @@ def summary_values(summary: dict[str, Any], timing: dict[str, Any]) -> dict[str,
 
 def run_outputs(out_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int] | None:
     """(media row, summary values, final step) of a finished run (summary.json, timing.json and
-    reward_kl.png written by report.run_outputs.write_run), None before the run has finished."""
+    reward_kl.png written by run_output.run_files.write_run), None before the run has finished."""
     import wandb
 
     if not (out_dir / "summary.json").exists():

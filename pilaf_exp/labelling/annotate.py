@@ -44,9 +44,16 @@ class Annotator:
         return replace(self, sampler=sampler)
 
     def __call__(
-        self, policy: nn.Module, reference: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor,
-        generator: torch.Generator, ledger: Ledger | None = None, key: tuple[int, int] = (0, 0), step: int = 0,
-    ) -> tuple[PairBatch, Tensor]:  # fmt: skip
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        generator: torch.Generator,
+        ledger: Ledger | None = None,
+        key: tuple[int, int] = (0, 0),
+        step: int = 0,
+    ) -> tuple[PairBatch, Tensor]:
         """The pairs and [B] "y_a preferred". With a ledger, a batch labelled before an interruption
         is taken from it under `key` (no sampling, no oracle query, the generator restored); a new
         batch is written to it under `key` before it is returned."""

@@ -53,8 +53,13 @@ class TextReencoder:
         texts = self.texts(prompt_ids, prompt_mask, response_ids, response_mask)
         tok = self.oracle_tokenizer
         # A chat template writes its own special tokens (BOS); plain text gets the tokenizer's.
-        encoded = tok(texts, add_special_tokens=not getattr(tok, "chat_template", None), padding=True,
-                      padding_side="right", return_tensors="pt")  # fmt: skip
+        encoded = tok(
+            texts,
+            add_special_tokens=not getattr(tok, "chat_template", None),
+            padding=True,
+            padding_side="right",
+            return_tensors="pt",
+        )
         if encoded.input_ids.shape[1] > self.max_length:
             raise ValueError(
                 f"an oracle input is {encoded.input_ids.shape[1]} tokens, over oracle.max_length={self.max_length}: "

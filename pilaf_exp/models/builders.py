@@ -82,9 +82,12 @@ def pretrained_causal_lm(path: str, dtype: str = "float32", attn_implementation:
 def pretrained_reward_model(path: str, dtype: str = "float32", attn_implementation: str = "sdpa") -> PreTrainedModel:
     """Any sequence classifier with a scalar head (e.g. Skywork-Reward-Llama-3.1-8B) by hub id or path."""
     model = load_pretrained(
-        AutoModelForSequenceClassification, path, "oracle.model.path",
-        dtype=_dtype(dtype), attn_implementation=attn_implementation,
-    )  # fmt: skip
+        AutoModelForSequenceClassification,
+        path,
+        "oracle.model.path",
+        dtype=_dtype(dtype),
+        attn_implementation=attn_implementation,
+    )
     if model.config.num_labels != 1:
         raise ConfigError(f"oracle.model.path={path!r} has {model.config.num_labels} labels: a reward model has 1")
     return model

@@ -26,12 +26,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Tables and figures from pilaf_exp runs.")
     parser.add_argument("runs", type=Path, help="a multirun directory (searched recursively for summary.json)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <runs>/report)")
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log the tables, figures and table files to one W&B run of job type `report` in "
-                             "the sweep's group (offline unless WANDB_API_KEY is set)")  # fmt: skip
-    parser.add_argument("--workspace", action="store_true",
-                        help="with --wandb: save a W&B workspace view of the sweep (offline: write its spec, "
-                             "wandb_workspace.json, to the report directory)")  # fmt: skip
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables, figures and table files to one W&B run of job type `report` in "
+        "the sweep's group (offline unless WANDB_API_KEY is set)",
+    )
+    parser.add_argument(
+        "--workspace",
+        action="store_true",
+        help="with --wandb: save a W&B workspace view of the sweep (offline: write its spec, "
+        "wandb_workspace.json, to the report directory)",
+    )
     args = parser.parse_args(argv)
     if args.workspace and not args.wandb:
         parser.error("--workspace goes with --wandb")

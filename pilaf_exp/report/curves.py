@@ -153,8 +153,16 @@ def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFram
         table = by_seed[metric].unstack("sampler")  # seed x sampler, NaN = no run or not reached
         for sampler in sampler_order(table.columns):
             i = mean_ci(table[sampler])
-            row = {"metric": metric, "sampler": sampler, "higher is better": higher, "mean": i.mean,
-                   "ci low": i.low, "ci high": i.high, "n": i.n, "seeds": len(ran[sampler])}  # fmt: skip
+            row = {
+                "metric": metric,
+                "sampler": sampler,
+                "higher is better": higher,
+                "mean": i.mean,
+                "ci low": i.low,
+                "ci high": i.high,
+                "n": i.n,
+                "seeds": len(ran[sampler]),
+            }
             if sampler != baseline and baseline in table:
                 both = table[[sampler, baseline]].dropna()
                 common = len(ran[sampler] & ran[baseline])
@@ -167,8 +175,15 @@ def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFram
 
 def difference_columns(test: Paired, higher: bool) -> dict:
     d = test.difference
-    return {"diff mean": d.mean, "diff ci low": d.low, "diff ci high": d.high, "pairs": d.n,
-            "sign p": test.sign_p, "permutation p": test.permutation_p, "verdict": verdict(test, higher)}  # fmt: skip
+    return {
+        "diff mean": d.mean,
+        "diff ci low": d.low,
+        "diff ci high": d.high,
+        "pairs": d.n,
+        "sign p": test.sign_p,
+        "permutation p": test.permutation_p,
+        "verdict": verdict(test, higher),
+    }
 
 
 def interval_text(interval: Interval, spec: str, sign: str = "") -> str:
@@ -208,10 +223,17 @@ def comparison_cells(table: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> p
         if row["metric"].startswith("annotations") and row["n"] < row["seeds"]:
             value += f" (not reached in {row['seeds'] - row['n']}/{row['seeds']} seeds)"
         pairs = "—" if pd.isna(row.get("pairs")) else f"{row['pairs']:.0f}/{row['seeds in common']:.0f}"
-        cells.append({"metric": row["metric"], "sampler": row["sampler"], "mean [95% CI]": value,
-                      f"Δ vs {baseline} [95% CI]": difference_text(row, spec), "pairs": pairs,
-                      "sign p": p_text(row.get("sign p")),
-                      "permutation p": p_text(row.get("permutation p"))})  # fmt: skip
+        cells.append(
+            {
+                "metric": row["metric"],
+                "sampler": row["sampler"],
+                "mean [95% CI]": value,
+                f"Δ vs {baseline} [95% CI]": difference_text(row, spec),
+                "pairs": pairs,
+                "sign p": p_text(row.get("sign p")),
+                "permutation p": p_text(row.get("permutation p")),
+            }
+        )
     return pd.DataFrame(cells).set_index("metric")
 
 

@@ -20,8 +20,14 @@ def run_times(root: Path) -> pd.DataFrame:
         if not summary_file.exists():
             continue  # an unfinished run
         timing, summary = json.loads(path.read_text()), json.loads(summary_file.read_text())
-        rows.append({"sampler": summary["sampler"], "threads": timing.get("threads"), "total": timing["total"],
-                     **{phase: timing.get(phase, 0.0) for phase in PHASES}})  # fmt: skip
+        rows.append(
+            {
+                "sampler": summary["sampler"],
+                "threads": timing.get("threads"),
+                "total": timing["total"],
+                **{phase: timing.get(phase, 0.0) for phase in PHASES},
+            }
+        )
     return pd.DataFrame(rows)
 
 

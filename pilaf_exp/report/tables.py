@@ -95,8 +95,12 @@ def summarise(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFr
         row = {}
         for metric in metrics:
             interval = mean_ci(group[metric])
-            row |= {f"{metric} mean": interval.mean, f"{metric} std": group[metric].std(),
-                    f"{metric} ci low": interval.low, f"{metric} ci high": interval.high}  # fmt: skip
+            row |= {
+                f"{metric} mean": interval.mean,
+                f"{metric} std": group[metric].std(),
+                f"{metric} ci low": interval.low,
+                f"{metric} ci high": interval.high,
+            }
         rows[sampler] = row | {"seeds": len(group)}
     stats = pd.DataFrame.from_dict(rows, orient="index").rename_axis("sampler")
     by_seed = values.groupby(["sampler", "seed"])["J"].mean().unstack("sampler")  # seed x sampler

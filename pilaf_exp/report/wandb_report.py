@@ -44,9 +44,13 @@ def start_run(runs_dir: Path, report_dir: Path, project: str, group: str | None,
     import wandb
 
     settings = {
-        "project": project, "group": group, "job_type": "report", "name": f"report-{group or runs_dir.name}",
-        "dir": str(report_dir), "config": {"runs": runs, "runs_dir": str(runs_dir.resolve())},
-    }  # fmt: skip
+        "project": project,
+        "group": group,
+        "job_type": "report",
+        "name": f"report-{group or runs_dir.name}",
+        "dir": str(report_dir),
+        "config": {"runs": runs, "runs_dir": str(runs_dir.resolve())},
+    }
     (report_dir / "wandb").mkdir(parents=True, exist_ok=True)
     mode = wandb_mode()
     try:

@@ -22,17 +22,24 @@ def sections(tables: list[str]) -> list[Any]:
 
     by_sampler = {"groupby": wr.Config("sampler"), "groupby_aggfunc": "mean"}
     efficiency = [
-        wr.LinePlot(title="J vs annotations (mean, min-max over seeds)", x="annotations/total", y=["eval/J"],
-                    groupby_rangefunc="minmax", **by_sampler),
+        wr.LinePlot(
+            title="J vs annotations (mean, min-max over seeds)",
+            x="annotations/total",
+            y=["eval/J"],
+            groupby_rangefunc="minmax",
+            **by_sampler,
+        ),
         wr.LinePlot(title="reward vs annotations", x="annotations/total", y=["eval/reward"], **by_sampler),
         wr.LinePlot(title="KL vs annotations", x="annotations/total", y=["eval/kl"], **by_sampler),
-    ]  # fmt: skip
+    ]
     trade_off = [
         wr.LinePlot(title="reward vs KL, every evaluation", x="eval/kl", y=["eval/reward"], **by_sampler),
         wr.ScatterPlot(title="final reward vs final KL, one point per run", x="eval/kl", y="eval/reward"),
     ]
-    by_step = [wr.LinePlot(title=f"{key} vs training step", x="trainer/global_step", y=[key], **by_sampler)
-               for key in ("eval/J", "eval/reward", "eval/kl", "train/loss")]  # fmt: skip
+    by_step = [
+        wr.LinePlot(title=f"{key} vs training step", x="trainer/global_step", y=[key], **by_sampler)
+        for key in ("eval/J", "eval/reward", "eval/kl", "train/loss")
+    ]
     summary = [wr.WeavePanelSummaryTable(table_name=name) for name in tables if name.endswith(SUMMARY_TABLES)]
     summary.append(wr.RunComparer(diff_only="split"))
     media = [wr.WeavePanelSummaryTable(table_name="pairs/labelled"), wr.MediaBrowser(media_keys=["outputs/reward_kl"])]
@@ -56,9 +63,13 @@ def workspace(entity: str, project: str, group: str | None, tables: list[str]) -
         pinned_columns=["config:sampler", "config:seed", "summary:eval/J", "summary:optimum/gain_share"],
     )
     return ws.Workspace(
-        entity=entity, project=project, name=f"pilaf_exp {group or project}", sections=sections(tables),
-        settings=ws.WorkspaceSettings(x_axis="annotations/total"), runset_settings=runset,
-    )  # fmt: skip
+        entity=entity,
+        project=project,
+        name=f"pilaf_exp {group or project}",
+        sections=sections(tables),
+        settings=ws.WorkspaceSettings(x_axis="annotations/total"),
+        runset_settings=runset,
+    )
 
 
 def save_workspace(report_dir: Path, project: str, group: str | None, tables: list[str], offline: bool) -> str:

@@ -154,7 +154,7 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
             spec,
             generator,
             coef,
-        )  # fmt: skip
+        )
         for i in range(0, len(prompt_ids), step)
     ]
     width = max(p.tokens.shape[1] for p in parts)  # chunks may stop at different steps (EOS)

@@ -93,9 +93,16 @@ class _StackedRunner(_Runner):
     """One or more same-architecture models on the lean decoder, as one ragged batch of their rows."""
 
     def __init__(
-        self, models: list[nn.Module], rows: list[Tensor], scales: list[Tensor], names: list[str], width: int,
-        fuse: bool, stack: bool, total: int,
-    ) -> None:  # fmt: skip
+        self,
+        models: list[nn.Module],
+        rows: list[Tensor],
+        scales: list[Tensor],
+        names: list[str],
+        width: int,
+        fuse: bool,
+        stack: bool,
+        total: int,
+    ) -> None:
         self.decoder = StackedDecoder(models, rows, width, fuse=fuse, stack=stack)
         self.scale = torch.cat(scales)[:, None]  # [N, 1] weight of each (model, row) in its row's mixture
         self.sizes = dict(zip(names, (len(r) for r in rows)))
@@ -179,7 +186,7 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
             fuse,
             stack,
             total,
-        )  # fmt: skip
+        )
         for g in groups
     ]
 

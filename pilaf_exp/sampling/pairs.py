@@ -30,8 +30,15 @@ class PairBatch:
     selection_passes: float = 0.0  # extra full-sequence forwards spent choosing the pair (best-of-N)
 
     TENSORS: ClassVar[tuple[str, ...]] = (
-        "prompt_ids", "prompt_mask", "response_a", "mask_a", "response_b", "mask_b", "source_a", "source_b",
-    )  # fmt: skip
+        "prompt_ids",
+        "prompt_mask",
+        "response_a",
+        "mask_a",
+        "response_b",
+        "mask_b",
+        "source_a",
+        "source_b",
+    )
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -63,6 +70,11 @@ class PairBatch:
         mask_a, mask_b = swap(self.mask_a, self.mask_b, keep)
         source_a, source_b = swap(self.source_a, self.source_b, a_preferred)
         return replace(
-            self, response_a=response_a, mask_a=mask_a, response_b=response_b, mask_b=mask_b,
-            source_a=source_a, source_b=source_b,
-        )  # fmt: skip
+            self,
+            response_a=response_a,
+            mask_a=mask_a,
+            response_b=response_b,
+            mask_b=mask_b,
+            source_a=source_a,
+            source_b=source_b,
+        )

@@ -139,9 +139,13 @@ class StackedDecoder:
     """
 
     def __init__(
-        self, models: Sequence[nn.Module], rows: Sequence[Tensor], max_positions: int, fuse: bool = False,
+        self,
+        models: Sequence[nn.Module],
+        rows: Sequence[Tensor],
+        max_positions: int,
+        fuse: bool = False,
         stack: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         config = models[0].config
         self.flat_rows = torch.cat(list(rows))  # [N]
         self.sizes = [len(r) for r in rows]  # rows per segment

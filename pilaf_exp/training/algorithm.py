@@ -19,6 +19,11 @@ class Algorithm(Protocol):
     temperature: float  # of the sampled pairs (the annotator's decoding rule)
 
     def fit(
-        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompts: Prompts,
+        annotator: Annotator,
+        evaluator: Evaluator,
         run: RunContext,
-    ) -> Fitted: ...  # fmt: skip
+    ) -> Fitted: ...

@@ -53,9 +53,14 @@ class IterativeDPO:
     optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
 
     def fit(
-        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompts: Prompts,
+        annotator: Annotator,
+        evaluator: Evaluator,
         run: RunContext,
-    ) -> Fitted:  # fmt: skip
+    ) -> Fitted:
         """Train `policy` (the initial policy, trainable) for `iterations` rounds on `prompts`."""
         record, first = RunRecord(), 1
         resumed = latest_checkpoint(run.checkpointer, run.resume)
@@ -90,9 +95,17 @@ class IterativeDPO:
         return seed * 10_007 + iteration
 
     def iterate(
-        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
-        run: RunContext, record: RunRecord, iteration: int, resume: dict | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompts: Prompts,
+        annotator: Annotator,
+        evaluator: Evaluator,
+        run: RunContext,
+        record: RunRecord,
+        iteration: int,
+        resume: dict | None = None,
+    ) -> None:
         """One round; its labelled dataset and its training survive an interruption."""
         with run.stopwatch("fit"):
             saved = run.output_dir / "rounds" / f"iteration_{iteration}.pt"
@@ -105,9 +118,16 @@ class IterativeDPO:
             self.train(policy, reference, annotator, evaluator, run, record, dataset, iteration, resume)
 
     def collect(
-        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, run: RunContext,
-        record: RunRecord, iteration: int, ledger: Ledger,
-    ) -> PairBatch:  # fmt: skip
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompts: Prompts,
+        annotator: Annotator,
+        run: RunContext,
+        record: RunRecord,
+        iteration: int,
+        ledger: Ledger,
+    ) -> PairBatch:
         """Sample and label this round's preference dataset (preferred first) with the policy as it
         stands; each sampling batch goes to the ledger first, and is taken from it when already there."""
         device = run.device
@@ -124,17 +144,33 @@ class IterativeDPO:
                 batch = slice(0, min(remaining, len(prompt_ids)))
                 remaining -= len(prompt_ids[batch])
                 step = record.step_offset
-                pairs, a_preferred = annotator(policy, reference, prompt_ids[batch], prompt_mask[batch], generator,
-                                               ledger, (iteration, index), step)  # fmt: skip
+                pairs, a_preferred = annotator(
+                    policy,
+                    reference,
+                    prompt_ids[batch],
+                    prompt_mask[batch],
+                    generator,
+                    ledger,
+                    (iteration, index),
+                    step,
+                )
                 parts.append(record.add(step, pairs, a_preferred))
         ledger.flush()
         record.flush_preferences(run.output_dir / "preferences" / f"iteration_{iteration}")
         return PairBatch.concat(parts).to("cpu")
 
     def train(
-        self, policy: nn.Module, reference: nn.Module, annotator: Annotator, evaluator: Evaluator, run: RunContext,
-        record: RunRecord, dataset: PairBatch, iteration: int, resume: dict | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        annotator: Annotator,
+        evaluator: Evaluator,
+        run: RunContext,
+        record: RunRecord,
+        dataset: PairBatch,
+        iteration: int,
+        resume: dict | None = None,
+    ) -> None:
         """One epoch of DPO over the round's dataset, continuing the policy (from `resume`, a
         checkpoint taken during this round, when given)."""
         steps = -(-len(dataset) // self.batch_size)
@@ -148,12 +184,22 @@ class IterativeDPO:
         order = torch.randperm(len(dataset), generator=generator)[done * self.batch_size :]
         loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=micro, sampler=order.tolist())
         module = DatasetDPOModule(
-            policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
-            beta=self.beta, lr=self.lr, eval_every=self.eval_every, last_step=self.iterations * steps,
-            optimizer=self.optimizer, weight_decay=self.weight_decay, checkpointer=run.checkpointer,
+            policy,
+            reference,
+            annotator.oracle,
+            evaluator,
+            record,
+            run.stopwatch,
+            beta=self.beta,
+            lr=self.lr,
+            eval_every=self.eval_every,
+            last_step=self.iterations * steps,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            checkpointer=run.checkpointer,
             resume_optimizer=resume["optimizer_states"][0] if resume else None,
             extra_state={"iteration": iteration, "round_start": round_start},
-        )  # fmt: skip
+        )
         trainer = run.make_trainer(
             max_steps=steps - done, max_epochs=1, accumulate_grad_batches=self.batch_size // micro
         )

@@ -117,8 +117,12 @@ class DPOModule(L.LightningModule):
         # The record as of the last completed step: a checkpoint taken mid-step (on a signal) resumes
         # at that step and replays its micro-batches from the ledger.
         record = self.step_record or self.record.state()
-        checkpoint["pilaf"] = {"record": record, "run_step": self.run_step, "rng": rng_states(),
-                               "extra": self.extra_state}  # fmt: skip
+        checkpoint["pilaf"] = {
+            "record": record,
+            "run_step": self.run_step,
+            "rng": rng_states(),
+            "extra": self.extra_state,
+        }
 
     @property
     def run_step(self) -> int:
@@ -218,9 +222,15 @@ class DPOModule(L.LightningModule):
             return  # already evaluated at this step
         with self.stopwatch("evaluation"), evaluating(self.policy):
             metrics = self.evaluator(
-                self.policy, self.reference, self.oracle, self.run_step, self.run_step == self.last_step,
-                self.global_rank, self.trainer.world_size, self.sum_over_ranks,
-            )  # fmt: skip
+                self.policy,
+                self.reference,
+                self.oracle,
+                self.run_step,
+                self.run_step == self.last_step,
+                self.global_rank,
+                self.trainer.world_size,
+                self.sum_over_ranks,
+            )
         metrics |= self.record.cost_metrics(self.sum_over_ranks)
         self.record.history.append({"step": self.run_step, **metrics})
         for logger in self.loggers:

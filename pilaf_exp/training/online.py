@@ -32,26 +32,45 @@ class OnlineDPO:
     optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
 
     def fit(
-        self, policy: nn.Module, reference: nn.Module, prompts: Prompts, annotator: Annotator, evaluator: Evaluator,
+        self,
+        policy: nn.Module,
+        reference: nn.Module,
+        prompts: Prompts,
+        annotator: Annotator,
+        evaluator: Evaluator,
         run: RunContext,
-    ) -> Fitted:  # fmt: skip
+    ) -> Fitted:
         """Train `policy` (the initial policy, trainable) on `prompts` (the train split)."""
         record = RunRecord()
         micro = self.micro_batch_size or self.batch_size
         resumed = latest_checkpoint(run.checkpointer, run.resume)
         start = resume_from(policy, record, resumed) if resumed is not None else 0
         module = OnlineDPOModule(
-            policy, reference, annotator.oracle, evaluator, record, run.stopwatch,
-            beta=self.beta, lr=self.lr, eval_every=self.eval_every, last_step=self.steps, optimizer=self.optimizer,
-            weight_decay=self.weight_decay, checkpointer=run.checkpointer,
+            policy,
+            reference,
+            annotator.oracle,
+            evaluator,
+            record,
+            run.stopwatch,
+            beta=self.beta,
+            lr=self.lr,
+            eval_every=self.eval_every,
+            last_step=self.steps,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            checkpointer=run.checkpointer,
             resume_optimizer=resumed[1]["optimizer_states"][0] if resumed else None,
-            annotator=annotator, seed=run.seed, ledger_dir=run.output_dir / "ledger",
-        )  # fmt: skip
+            annotator=annotator,
+            seed=run.seed,
+            ledger_dir=run.output_dir / "ledger",
+        )
         stream = PromptStream(prompts, self.batch_size, self.steps, run.seed, micro, start)
         trainer = run.make_trainer(
-            max_steps=self.steps - start, max_epochs=1, accumulate_grad_batches=self.batch_size // micro,
+            max_steps=self.steps - start,
+            max_epochs=1,
+            accumulate_grad_batches=self.batch_size // micro,
             use_distributed_sampler=False,  # the prompt stream splits itself across ranks
-        )  # fmt: skip
+        )
         with run.stopwatch("fit"):
             trainer.fit(module, datamodule=stream)
         # Every pair of the run, including those labelled before an interruption, from the ledger.

@@ -24,9 +24,13 @@ RoundRunner = Callable[[RunRecord, Annotator, "dict | None"], None]
 
 
 def shared_first_round(
-    settings: dict, run_round: RoundRunner, policy: nn.Module, annotator: Annotator, run: RunContext,
+    settings: dict,
+    run_round: RoundRunner,
+    policy: nn.Module,
+    annotator: Annotator,
+    run: RunContext,
     resume: dict | None = None,
-) -> RunRecord:  # fmt: skip
+) -> RunRecord:
     """Load round 1 into `policy` and return its record, or run it with `run_round` (from `resume`, a
     checkpoint taken while this run was building it, when given) and cache it first. `settings`: the
     algorithm's settings that fix a round's outcome (part of the cache key)."""

@@ -66,8 +66,9 @@ def flat_grad(value, model) -> torch.Tensor:
 def with_offset(model, direction: torch.Tensor):
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(twin.parameters()) + direction,
-                                            twin.parameters())  # fmt: skip
+        torch.nn.utils.vector_to_parameters(
+            torch.nn.utils.parameters_to_vector(twin.parameters()) + direction, twin.parameters()
+        )
     return twin
 
 

@@ -40,8 +40,11 @@ def monte_carlo(world, sampler, pairs: int):
     return grad_j, dpo["s"], halves
 
 
-SAMPLERS = [(VanillaSampler(), "vanilla", "hybrid"), (HybridSampler(), "hybrid", "vanilla"),
-            (SequencePilafSampler(coef=BETA), "t_pilaf", "vanilla")]  # fmt: skip
+SAMPLERS = [
+    (VanillaSampler(), "vanilla", "hybrid"),
+    (HybridSampler(), "hybrid", "vanilla"),
+    (SequencePilafSampler(coef=BETA), "t_pilaf", "vanilla"),
+]
 
 
 @pytest.mark.parametrize("sampler, kind, other", SAMPLERS, ids=[k for _, k, _ in SAMPLERS])
@@ -119,8 +122,9 @@ class FixedPairSampler:
 def test_analyse_reports_exact_values_for_a_known_pair_distribution(world, closed):
     policy, reference, table = world
     setting = Setting(beta=BETA, lr=0.01, batch_size=8, pairs=64)
-    out = analyse(policy, reference, table, {"fixed": FixedPairSampler(), "vanilla": VanillaSampler()}, SPEC,
-                  setting, seed=0)  # fmt: skip
+    out = analyse(
+        policy, reference, table, {"fixed": FixedPairSampler(), "vanilla": VanillaSampler()}, SPEC, setting, seed=0
+    )
     j = exact_j(policy, reference, table)
     grad_j = flat_grad(j, policy)
     assert out["objective"]["J"] == pytest.approx(float(j.detach()), rel=1e-9)

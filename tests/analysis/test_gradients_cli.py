@@ -12,11 +12,21 @@ import pytest
 import torch
 
 TINY_WORLD = [
-    "task.vocab_size=3", "task.prompt_length=2", "task.response_length=3", "task.num_test_prompts=4",
-    "model.policy.hidden_size=16", "model.policy.num_layers=1", "model.policy.num_heads=2", "model.sft.steps=4",
-    "oracle.model.hidden_size=16", "oracle.model.num_layers=1", "oracle.model.num_heads=2",
-    "oracle.calibration_prompts=32", "eval.exact_prompts=2", "algo.batch_size=4",
-]  # fmt: skip
+    "task.vocab_size=3",
+    "task.prompt_length=2",
+    "task.response_length=3",
+    "task.num_test_prompts=4",
+    "model.policy.hidden_size=16",
+    "model.policy.num_layers=1",
+    "model.policy.num_heads=2",
+    "model.sft.steps=4",
+    "oracle.model.hidden_size=16",
+    "oracle.model.num_layers=1",
+    "oracle.model.num_heads=2",
+    "oracle.calibration_prompts=32",
+    "eval.exact_prompts=2",
+    "algo.batch_size=4",
+]
 
 
 def fake_run(tmp_path, overrides: list[str], step: int) -> Path:
@@ -47,8 +57,20 @@ def test_command_line_analyses_a_run_checkpoint_and_the_report_writes_table_figu
     checkpoint = fake_run(tmp_path, overrides, step=7)
     out = tmp_path / "results"
     samplers = ["--samplers", "vanilla,hybrid", "--variant", "pilaf:sampler.coef=0.3", "--pairs-for", "hybrid=32"]
-    gradients.main([*overrides, "--pairs", "64", *samplers, "--checkpoint", str(checkpoint), "--checkpoint", "sft",
-                    "--out", str(out)])  # fmt: skip
+    gradients.main(
+        [
+            *overrides,
+            "--pairs",
+            "64",
+            *samplers,
+            "--checkpoint",
+            str(checkpoint),
+            "--checkpoint",
+            "sft",
+            "--out",
+            str(out),
+        ]
+    )
     trained, sft = (
         json.loads((out / "run_step7_seed3.json").read_text()),
         json.loads((out / "sft_seed3.json").read_text()),
@@ -82,10 +104,19 @@ def summary_of(cosines: dict[str, list[float]]):
     from pilaf_exp.analysis.gradients_table import summarise
 
     rows = [
-        {"step": 100, "seed": seed, "sampler": name, "cosine": value, "gain_per_annotation": value, "snr": value,
-         "cosine_mc_error": 0.0, "noise_share": 0.0}
-        for name, values in cosines.items() for seed, value in enumerate(values)
-    ]  # fmt: skip
+        {
+            "step": 100,
+            "seed": seed,
+            "sampler": name,
+            "cosine": value,
+            "gain_per_annotation": value,
+            "snr": value,
+            "cosine_mc_error": 0.0,
+            "noise_share": 0.0,
+        }
+        for name, values in cosines.items()
+        for seed, value in enumerate(values)
+    ]
     return summarise(pd.DataFrame(rows))
 
 

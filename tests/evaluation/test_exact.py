@@ -37,9 +37,12 @@ def parts(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("exact")
     cfg = compose_config(
-        f"output_dir={out / 'run'}", f"cache_dir={out / 'cache'}", "logger=csv", "oracle.calibration_prompts=256",
+        f"output_dir={out / 'run'}",
+        f"cache_dir={out / 'cache'}",
+        "logger=csv",
+        "oracle.calibration_prompts=256",
         *SMALL_TASK,
-    )  # fmt: skip
+    )
     return build_parts(cfg)
 
 

@@ -48,8 +48,9 @@ BAD_INPUTS = [
 
 
 def test_each_problem_gets_its_own_line(tmp_path, subprocess_env):
-    result = pilaf_exp(["algo.beta=-1", "seed=-3", "checkpoint.keep=0", f"hydra.run.dir={tmp_path / 'run'}"],
-                       subprocess_env, tmp_path)  # fmt: skip
+    result = pilaf_exp(
+        ["algo.beta=-1", "seed=-3", "checkpoint.keep=0", f"hydra.run.dir={tmp_path / 'run'}"], subprocess_env, tmp_path
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), result.stderr

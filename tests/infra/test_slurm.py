@@ -31,12 +31,28 @@ def slurm_cluster() -> None:
 def test_two_run_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path, subprocess_env):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp", "-m", "hydra/launcher=slurm", "sampler=vanilla,pilaf",
-         "logger=csv", "algo.steps=6", "algo.batch_size=8", "algo.eval_every=3", "task.num_test_prompts=32",
-         "eval.exact_prompts=0", "hydra.launcher.timeout_min=20", "hydra.launcher.mem_gb=2",
-         f"hydra.sweep.dir={sweep_dir}"],
-        env=subprocess_env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pilaf_exp",
+            "-m",
+            "hydra/launcher=slurm",
+            "sampler=vanilla,pilaf",
+            "logger=csv",
+            "algo.steps=6",
+            "algo.batch_size=8",
+            "algo.eval_every=3",
+            "task.num_test_prompts=32",
+            "eval.exact_prompts=0",
+            "hydra.launcher.timeout_min=20",
+            "hydra.launcher.mem_gb=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = {json.loads((sweep_dir / str(job) / "summary.json").read_text())["sampler"] for job in (0, 1)}
     assert summaries == {"vanilla", "pilaf"}
@@ -60,16 +76,34 @@ def test_a_requeued_sweep_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pat
     from test_resume import RUN, ledger_entries, same_result
 
     whole = tmp_path / "whole"
-    local = subprocess.run([sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={whole}", *RUN], env=subprocess_env,
-                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    local = subprocess.run(
+        [sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={whole}", *RUN],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert local.returncode == 0, local.stderr[-3000:]
 
     sweep_dir = tmp_path / "sweep"
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "pilaf_exp", "-m", "hydra/launcher=slurm", *RUN, "hydra.launcher.timeout_min=20",
-         "hydra.launcher.mem_gb=2", "hydra.launcher.cpus_per_task=2", f"hydra.sweep.dir={sweep_dir}"],
-        env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pilaf_exp",
+            "-m",
+            "hydra/launcher=slurm",
+            *RUN,
+            "hydra.launcher.timeout_min=20",
+            "hydra.launcher.mem_gb=2",
+            "hydra.launcher.cpus_per_task=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_dir = sweep_dir / "0"
     deadline = time.monotonic() + 900
     while ledger_entries(run_dir) < 10 and sweep.poll() is None and time.monotonic() < deadline:

@@ -20,13 +20,20 @@ import wandb
 from pilaf_exp.infra import wandb_run
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.infra.wandb_records import items, offline_runs, records
-from pilaf_exp.report.run_outputs import save_config
+from pilaf_exp.run_output.run_files import save_config
 from pilaf_exp.sampling.decoding import SOURCES
 
 # test_optimum's enumerable task (its SFT reference and exact table are cached once per session).
 TINY_TASK = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.exact_prompts=16"]
-SHRINK = ["algo.steps=4", "algo.batch_size=8", "algo.eval_every=2", "eval.exact_prompts=0", "task.num_test_prompts=32",
-          "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false"]  # fmt: skip
+SHRINK = [
+    "algo.steps=4",
+    "algo.batch_size=8",
+    "algo.eval_every=2",
+    "eval.exact_prompts=0",
+    "task.num_test_prompts=32",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def written(wandb_dir: Path) -> list:
@@ -154,9 +161,18 @@ def test_a_sweeps_runs_share_a_group_and_differ_only_where_the_overrides_do(tmp_
     pd.testing.assert_frame_equal(pd.DataFrame(logged["data"], columns=logged["columns"]), table, check_dtype=False)
 
 
-RESUMABLE = ["sampler=pilaf", "algo.steps=12", "algo.batch_size=8", "algo.micro_batch_size=4", "algo.eval_every=3",
-             "checkpoint.every_n_steps=4", "eval.exact_prompts=0", "task.num_test_prompts=32",
-             "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false"]  # fmt: skip
+RESUMABLE = [
+    "sampler=pilaf",
+    "algo.steps=12",
+    "algo.batch_size=8",
+    "algo.micro_batch_size=4",
+    "algo.eval_every=3",
+    "checkpoint.every_n_steps=4",
+    "eval.exact_prompts=0",
+    "task.num_test_prompts=32",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def step_six_written(wandb_dir: Path) -> bool:

@@ -37,14 +37,28 @@ def real_parts(tmp_path_factory) -> dict[str, Path]:
 def paper_setting(parts: dict[str, Path], *extra: str) -> list[str]:
     """model=small / oracle=skywork_8b / task=hh_rlhf, pointed at the local stand-ins, shrunk."""
     return [
-        "model=small", f"model.policy.path={parts['policy']}", "model.policy.dtype=float32",
-        "model.precision=32-true", "model.max_prompt_length=64", "model.max_response_length=12",
-        "model.sft.steps=30", "model.sft.batch_size=16", "model.sft.lr=3e-3", "algo.lr=1e-3",
-        "oracle=skywork_8b", f"oracle.model.path={parts['reward']}", "oracle.model.dtype=float32",
-        "task=hh_rlhf", f"task.data_files.train={parts['train']}", f"task.data_files.test={parts['test']}",
-        "task.num_test_prompts=16", f"cache_dir={parts['cache']}", "logger=csv", "trainer.enable_progress_bar=false",
+        "model=small",
+        f"model.policy.path={parts['policy']}",
+        "model.policy.dtype=float32",
+        "model.precision=32-true",
+        "model.max_prompt_length=64",
+        "model.max_response_length=12",
+        "model.sft.steps=30",
+        "model.sft.batch_size=16",
+        "model.sft.lr=3e-3",
+        "algo.lr=1e-3",
+        "oracle=skywork_8b",
+        f"oracle.model.path={parts['reward']}",
+        "oracle.model.dtype=float32",
+        "task=hh_rlhf",
+        f"task.data_files.train={parts['train']}",
+        f"task.data_files.test={parts['test']}",
+        "task.num_test_prompts=16",
+        f"cache_dir={parts['cache']}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 ONLINE = ["algo.steps=6", "algo.batch_size=8", "algo.micro_batch_size=4", "algo.eval_every=3"]
@@ -69,9 +83,16 @@ def test_online_dpo_runs_end_to_end_on_text(real_parts, tmp_path):
 
 
 def test_iterative_dpo_runs_end_to_end_on_text(real_parts, tmp_path):
-    iterative = ["algo=iterative", "algo.iterations=2", "algo.prompts_per_iteration=16", "algo.batch_size=8",
-                 "algo.micro_batch_size=4", "algo.eval_every=2", "sampler=hybrid",
-                 f"output_dir={tmp_path}"]  # fmt: skip
+    iterative = [
+        "algo=iterative",
+        "algo.iterations=2",
+        "algo.prompts_per_iteration=16",
+        "algo.batch_size=8",
+        "algo.micro_batch_size=4",
+        "algo.eval_every=2",
+        "sampler=hybrid",
+        f"output_dir={tmp_path}",
+    ]
     summary = run(compose_config(*paper_setting(real_parts, *iterative)))
     assert summary["annotations/total"] == 2 * 2 * 16
     for iteration in (1, 2):

@@ -109,9 +109,12 @@ def test_vanilla_final_gain_and_per_run_table():
 
 def runs_table(metric: str, values: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"sampler": s, "seed": seed, "run_dir": f"{s}/{seed}", metric: v} for s, vs in values.items()
-         for seed, v in enumerate(vs)]
-    )  # fmt: skip
+        [
+            {"sampler": s, "seed": seed, "run_dir": f"{s}/{seed}", metric: v}
+            for s, vs in values.items()
+            for seed, v in enumerate(vs)
+        ]
+    )
 
 
 def cell(cells: pd.DataFrame, metric: str, sampler: str, column: str) -> str:
@@ -164,8 +167,13 @@ def test_fewer_annotations_is_a_win_and_only_seeds_both_reached_are_paired():
 def test_iterative_rounds_start_at_zero_annotations_and_cross_at_a_round():
     # Iterative DPO evaluates the starting policy after labelling round 1: steps 0-20 all at 100 annotations,
     # round 2 brings 200. The start (J 0.0) sits at 0 annotations, the round's last evaluation (J 0.4) at 100.
-    run = pd.DataFrame({"step": [0, 10, 20, 30, 40], "annotations/total": [100.0, 100.0, 100.0, 200.0, 200.0],
-                        "eval/J": [0.0, 0.2, 0.4, 0.6, 0.8]})  # fmt: skip
+    run = pd.DataFrame(
+        {
+            "step": [0, 10, 20, 30, 40],
+            "annotations/total": [100.0, 100.0, 100.0, 200.0, 200.0],
+            "eval/J": [0.0, 0.2, 0.4, 0.6, 0.8],
+        }
+    )
     metrics = run_metrics(run, gain=1.0)
     assert metrics["J @ 25% budget"] == pytest.approx(0.2)  # 50 annotations: halfway from (0, 0.0) to (100, 0.4)
     assert metrics["J @ 75% budget"] == pytest.approx(0.6)  # 150: halfway from (100, 0.4) to (200, 0.8)

@@ -18,8 +18,18 @@ def fake_runs() -> pd.DataFrame:
     rows = []
     for sampler, js, kls in [("vanilla", [1.0, 2.0], [3.0, 5.0]), ("pilaf", [3.0, 3.0], [5.0, 5.0])]:
         for seed, (j, kl) in enumerate(zip(js, kls)):
-            rows.append({"sampler": sampler, "seed": seed, "eval/J": j, "eval/kl": kl, "eval/reward": j + 0.1 * kl,
-                         "sft/J": 0.0, "optimum/J_star": 5.0, "optimum/J_ref": 1.0})  # fmt: skip
+            rows.append(
+                {
+                    "sampler": sampler,
+                    "seed": seed,
+                    "eval/J": j,
+                    "eval/kl": kl,
+                    "eval/reward": j + 0.1 * kl,
+                    "sft/J": 0.0,
+                    "optimum/J_star": 5.0,
+                    "optimum/J_ref": 1.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -57,10 +67,24 @@ def exact_run(run_dir, sampler: str, seed: int, slope: float) -> None:
     history["exact/J"] = (0.1 + slope * x).where(history["step"] % 20 == 0)
     history.to_csv(run_dir / "eval_history.csv", index=False)
     final = 0.1 + slope
-    summary = {"algo": "online", "experiment": "exact", "sampler": sampler, "seed": seed, "steps": 40,
-               "eval/J": final + 0.01, "eval/reward": final + 0.51, "eval/kl": 5.0, "sft/J": 0.11,
-               "exact/J": final, "exact/reward": final + 0.5, "exact/kl": 5.0, "exact/gain": slope / 2.0,
-               "optimum/J_star": 2.1, "optimum/J_ref": 0.1, "annotations/total": 400.0}  # fmt: skip
+    summary = {
+        "algo": "online",
+        "experiment": "exact",
+        "sampler": sampler,
+        "seed": seed,
+        "steps": 40,
+        "eval/J": final + 0.01,
+        "eval/reward": final + 0.51,
+        "eval/kl": 5.0,
+        "sft/J": 0.11,
+        "exact/J": final,
+        "exact/reward": final + 0.5,
+        "exact/kl": 5.0,
+        "exact/gain": slope / 2.0,
+        "optimum/J_star": 2.1,
+        "optimum/J_ref": 0.1,
+        "annotations/total": 400.0,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -72,8 +96,13 @@ def test_report_with_exact_values_intervals_and_curves(tmp_path, capsys):
             exact_run(root / f"{sampler}_{seed}", sampler, seed, slope)
     written = write_report(root, tmp_path / "out")
     out = tmp_path / "out"
-    assert {p.name for p in written} >= {"exact_table.md", "exact_curves.md", "exact_curves.csv",
-                                          "exact_curves_per_run.csv", "exact_efficiency.md"}  # fmt: skip
+    assert {p.name for p in written} >= {
+        "exact_table.md",
+        "exact_curves.md",
+        "exact_curves.csv",
+        "exact_curves_per_run.csv",
+        "exact_efficiency.md",
+    }
     table = pd.read_csv(out / "exact_table.csv", index_col="sampler")
     assert table.loc["pilaf", "J mean"] == pytest.approx(0.1 + 4.0 / 3)  # the exact J, not the sampled +0.01
     assert table.loc["pilaf", "gain % mean"] == pytest.approx(100 * 4.0 / 6)  # 100 x exact/gain
@@ -110,10 +139,22 @@ def test_table3_sweep_at_two_seeds_and_its_report(tmp_path, subprocess_env):
     then the report: its table must agree with the runs' own summaries."""
     sweep_dir = tmp_path / "table3"
     sweep = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp", "-m", "+sweep=table3_online", "seed=0,1",
-         "logger=csv", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"],
-        env=subprocess_env, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pilaf_exp",
+            "-m",
+            "+sweep=table3_online",
+            "seed=0,1",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
     assert sorted((s["sampler"], s["seed"]) for s in summaries) == sorted(

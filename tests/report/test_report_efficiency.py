@@ -35,11 +35,15 @@ CURVES = {
     ],
 }
 EXPECTED = {  # (sampler, seed) -> annotations to reach 1.5
-    ("vanilla", 0): math.nan, ("vanilla", 1): 300.0,
-    ("best_of_n", 0): math.nan, ("best_of_n", 1): 93.75,
-    ("hybrid", 0): math.nan, ("hybrid", 1): math.nan,
-    ("pilaf", 0): 150.0, ("pilaf", 1): 250.0,
-}  # fmt: skip
+    ("vanilla", 0): math.nan,
+    ("vanilla", 1): 300.0,
+    ("best_of_n", 0): math.nan,
+    ("best_of_n", 1): 93.75,
+    ("hybrid", 0): math.nan,
+    ("hybrid", 1): math.nan,
+    ("pilaf", 0): 150.0,
+    ("pilaf", 1): 250.0,
+}
 
 
 def history_of(sampler: str, seed: int, js: list[float]) -> pd.DataFrame:
@@ -115,9 +119,18 @@ def write_run(run_dir: Path, experiment: str, sampler: str, seed: int, js: list[
     history = history_of(sampler, seed, js).drop(columns=["sampler", "seed"])
     history.to_csv(run_dir / "eval_history.csv", index=False)
     final = history.iloc[-1]
-    summary = {"algo": "online", "experiment": experiment, "sampler": sampler, "seed": seed, "steps": STEPS[-1],
-               "eval/J": final["eval/J"], "eval/reward": final["eval/reward"], "eval/kl": final["eval/kl"],
-               "annotations/total": final["annotations/total"], "sft/J": js[0]}  # fmt: skip
+    summary = {
+        "algo": "online",
+        "experiment": experiment,
+        "sampler": sampler,
+        "seed": seed,
+        "steps": STEPS[-1],
+        "eval/J": final["eval/J"],
+        "eval/reward": final["eval/reward"],
+        "eval/kl": final["eval/kl"],
+        "annotations/total": final["annotations/total"],
+        "sft/J": js[0],
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 

@@ -25,10 +25,22 @@ def finished_run(run_dir, sampler: str, seed: int, slope: float) -> None:
     history["eval/reward"], history["eval/kl"], history["eval/J_stderr"] = history["eval/J"] + 0.5, 5.0, 0.01
     history.to_csv(run_dir / "eval_history.csv", index=False)
     final = history.iloc[-1]
-    summary = {"algo": "online", "experiment": "table3_online", "sampler": sampler, "seed": seed, "steps": 20,
-               "eval/J": final["eval/J"], "eval/reward": final["eval/reward"], "eval/kl": 5.0, "sft/J": 0.1,
-               "sft/reward": 0.6, "sft/kl": 0.0, "optimum/J_star": 2.1, "optimum/J_ref": 0.1,
-               "annotations/total": 320.0}  # fmt: skip
+    summary = {
+        "algo": "online",
+        "experiment": "table3_online",
+        "sampler": sampler,
+        "seed": seed,
+        "steps": 20,
+        "eval/J": final["eval/J"],
+        "eval/reward": final["eval/reward"],
+        "eval/kl": 5.0,
+        "sft/J": 0.1,
+        "sft/reward": 0.6,
+        "sft/kl": 0.0,
+        "optimum/J_star": 2.1,
+        "optimum/J_ref": 0.1,
+        "annotations/total": 320.0,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     (run_dir / "config_resolved.yaml").write_text("logger:\n  wandb:\n    project: pilaf_tables\n")
     (run_dir / "wandb").mkdir()
@@ -71,7 +83,7 @@ def test_the_labelled_pairs_table_decodes_text_where_the_task_has_a_tokenizer():
     import torch
 
     from pilaf_exp.data.text import pad_left, pad_right
-    from pilaf_exp.report.wandb_pairs import COLUMNS, LabelledPairsTable
+    from pilaf_exp.run_output.wandb_pairs import COLUMNS, LabelledPairsTable
     from pilaf_exp.sampling.pairs import PairBatch
     from tests.hf_fixtures import policy_tokenizer
 
@@ -83,8 +95,13 @@ def test_the_labelled_pairs_table_decodes_text_where_the_task_has_a_tokenizer():
         return (pad_left if left else pad_right)(rows, pad)
 
     prompts, answers_a, answers_b = ["Human: hi there", "Human: how are you"], ["Hello!", "Fine"], ["Go away", "Bad"]
-    pairs = PairBatch(*encode(prompts, left=True), *encode(answers_a, False), *encode(answers_b, False),
-                      torch.tensor([0, 2]), torch.tensor([0, 3]))  # fmt: skip
+    pairs = PairBatch(
+        *encode(prompts, left=True),
+        *encode(answers_a, False),
+        *encode(answers_b, False),
+        torch.tensor([0, 2]),
+        torch.tensor([0, 3]),
+    )
     table = LabelledPairsTable(logger=None, tokenizer=tokenizer, rows=2).table(
         7, pairs, torch.tensor([True, False]), torch.tensor([1.5, 0.2]), torch.tensor([-1.0, 0.9])
     )

@@ -54,11 +54,20 @@ def test_cached_decoding_matches_the_mixture_recomputed_from_scratch(models):
 def first_token_frequencies(policy, reference, source: int, coef: float, temperature: float, rows: int):
     prompt = torch.tensor([[3, 1, 4, 1]]).repeat(rows, 1)
     spec = DecodeSpec(max_new_tokens=1, temperature=temperature)
-    out = decode(policy, reference, prompt, torch.ones_like(prompt), torch.full((rows,), source), spec,
-                 torch.Generator().manual_seed(source), coef=coef)  # fmt: skip
+    out = decode(
+        policy,
+        reference,
+        prompt,
+        torch.ones_like(prompt),
+        torch.full((rows,), source),
+        spec,
+        torch.Generator().manual_seed(source),
+        coef=coef,
+    )
     counts = torch.bincount(out.tokens[:, 0], minlength=VOCAB).double()
-    target = torch.softmax(mixture_logits(policy, reference, prompt[:1], torch.ones_like(prompt[:1]), source, coef)
-                           / temperature, -1)[0].double()  # fmt: skip
+    target = torch.softmax(
+        mixture_logits(policy, reference, prompt[:1], torch.ones_like(prompt[:1]), source, coef) / temperature, -1
+    )[0].double()
     return counts / rows, target
 
 
@@ -94,8 +103,15 @@ def test_rows_stop_at_eos_and_are_padded_and_masked_after_it(models):
     eos, pad = 2, 0
     prompts = torch.randint(0, VOCAB, (64, 4), generator=torch.Generator().manual_seed(2))
     spec = DecodeSpec(max_new_tokens=12, temperature=3.0, eos_token_id=eos, pad_token_id=pad)
-    out = decode(policy, reference, prompts, torch.ones_like(prompts), torch.full((64,), POLICY), spec,
-                 torch.Generator().manual_seed(0))  # fmt: skip
+    out = decode(
+        policy,
+        reference,
+        prompts,
+        torch.ones_like(prompts),
+        torch.full((64,), POLICY),
+        spec,
+        torch.Generator().manual_seed(0),
+    )
     ended = 0
     for tokens, mask, logp in zip(out.tokens, out.mask, out.logprobs):
         hits = (tokens == eos).nonzero()
@@ -111,8 +127,10 @@ def test_rows_stop_at_eos_and_are_padded_and_masked_after_it(models):
 
 def test_vocabularies_must_match():
     with pytest.raises(ValueError, match="vocabulary size 12 != reference vocabulary size 13"):
-        check_same_vocabulary(tiny_llama(12, hidden_size=16, num_layers=1, num_heads=2),
-                              tiny_llama(13, hidden_size=16, num_layers=1, num_heads=2))  # fmt: skip
+        check_same_vocabulary(
+            tiny_llama(12, hidden_size=16, num_layers=1, num_heads=2),
+            tiny_llama(13, hidden_size=16, num_layers=1, num_heads=2),
+        )
 
 
 def test_chunked_decoding_with_eos_stays_exact_and_masks_after_eos(models):

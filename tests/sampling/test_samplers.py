@@ -92,8 +92,9 @@ def test_best_of_n_returns_argmax_and_argmin_of_the_implicit_reward():
     pairs = sampler.sample(policy, reference, ids, mask, SPEC, torch.Generator().manual_seed(3))
     # Reproduce the candidates independently: same generator seed, candidate r of prompt i is row r*B + i.
     all_ids, all_mask = ids.repeat(n, 1), mask.repeat(n, 1)
-    out = decode(policy, reference, all_ids, all_mask, torch.full((n * batch,), POLICY), SPEC,
-                 torch.Generator().manual_seed(3))  # fmt: skip
+    out = decode(
+        policy, reference, all_ids, all_mask, torch.full((n * batch,), POLICY), SPEC, torch.Generator().manual_seed(3)
+    )
     with torch.no_grad():
         rewards = implicit_reward(
             sequence_logprob(policy, all_ids, all_mask, out.tokens, out.mask),

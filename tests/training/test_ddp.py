@@ -18,11 +18,22 @@ import pytest
 def test_two_process_ddp_samples_different_prompts_and_agrees_on_weights(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "trainer=ddp_cpu", "sampler=pilaf",
-        "algo.steps=4", "algo.batch_size=8", "algo.eval_every=2", "eval.exact_prompts=0", "logger=csv",
-        "task.num_test_prompts=32", "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
+        sys.executable,
+        "-m",
+        "pilaf_exp",
+        f"hydra.run.dir={run_dir}",
+        "trainer=ddp_cpu",
+        "sampler=pilaf",
+        "algo.steps=4",
+        "algo.batch_size=8",
+        "algo.eval_every=2",
+        "eval.exact_prompts=0",
+        "logger=csv",
+        "task.num_test_prompts=32",
+        "oracle.calibration_prompts=256",
+        "trainer.enable_progress_bar=false",
         "algo.lr=3e-3",  # 4 steps at the default rate move the policy less than the KL estimate's noise
-    ]  # fmt: skip
+    ]
     result = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -48,18 +59,30 @@ def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path, subproces
 
     def cmd(run_dir) -> list[str]:
         return [
-            sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", "trainer=ddp_cpu", "sampler=pilaf",
-            "algo.steps=6", "algo.batch_size=8", "algo.eval_every=2", "checkpoint.every_n_steps=2",
-            "eval.exact_prompts=0", "logger=csv", "task.num_test_prompts=32", "oracle.calibration_prompts=256",
+            sys.executable,
+            "-m",
+            "pilaf_exp",
+            f"hydra.run.dir={run_dir}",
+            "trainer=ddp_cpu",
+            "sampler=pilaf",
+            "algo.steps=6",
+            "algo.batch_size=8",
+            "algo.eval_every=2",
+            "checkpoint.every_n_steps=2",
+            "eval.exact_prompts=0",
+            "logger=csv",
+            "task.num_test_prompts=32",
+            "oracle.calibration_prompts=256",
             "trainer.enable_progress_bar=false",
-        ]  # fmt: skip
+        ]
 
     whole = subprocess.run(cmd(tmp_path / "whole"), env=subprocess_env, capture_output=True, text=True, timeout=900)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(cmd(run_dir), env=subprocess_env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        cmd(run_dir), env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ledgers = [run_dir / "ledger" / f"rank_{r}" for r in (0, 1)]
     while min(len(list(d.glob("step_*.pt"))) for d in ledgers) < 4 and process.poll() is None:
         time.sleep(0.02)
@@ -79,10 +102,18 @@ def test_a_killed_two_process_run_resumes_to_the_same_result(tmp_path, subproces
 
 
 DDP_RUN = [
-    "trainer=ddp_cpu", "sampler=pilaf", "algo.steps=8", "algo.batch_size=8", "algo.eval_every=4",
-    "checkpoint.every_n_steps=4", "eval.exact_prompts=0", "logger=csv", "task.num_test_prompts=32",
-    "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
-]  # fmt: skip
+    "trainer=ddp_cpu",
+    "sampler=pilaf",
+    "algo.steps=8",
+    "algo.batch_size=8",
+    "algo.eval_every=4",
+    "checkpoint.every_n_steps=4",
+    "eval.exact_prompts=0",
+    "logger=csv",
+    "task.num_test_prompts=32",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
+]
 
 
 @pytest.mark.slow
@@ -102,8 +133,14 @@ def test_sigterm_to_a_two_process_run_always_exits_and_resumes_to_the_same_resul
         run_dir = tmp_path / f"trial_{trial}"
         ledgers = [run_dir / "ledger" / f"rank_{r}" for r in (0, 1)]
         after = chooser.randint(1, 7)  # labelled steps on both ranks before the signal
-        process = subprocess.Popen(cmd(run_dir), env=subprocess_env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            cmd(run_dir),
+            env=subprocess_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         while min(len(list(d.glob("step_*.pt"))) for d in ledgers) < after and process.poll() is None:
             time.sleep(0.02)
         if process.poll() is not None:  # finished before the signal: nothing to test in this trial
@@ -120,8 +157,17 @@ def test_sigterm_to_a_two_process_run_always_exits_and_resumes_to_the_same_resul
 def test_fewer_test_prompts_than_ranks_leaves_an_empty_shard_that_adds_nothing(tmp_path, subprocess_env):
     run_dir = tmp_path / "run"
     overrides = [o for o in DDP_RUN if not o.startswith("task.num_test_prompts")]
-    cmd = [sys.executable, "-m", "pilaf_exp", f"hydra.run.dir={run_dir}", *overrides, "task.num_test_prompts=1",
-           "algo.steps=2", "algo.eval_every=1", "eval.samples_per_prompt=4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pilaf_exp",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+        "task.num_test_prompts=1",
+        "algo.steps=2",
+        "algo.eval_every=1",
+        "eval.samples_per_prompt=4",
+    ]
     result = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     history = (run_dir / "eval_history.csv").read_text().splitlines()

@@ -66,10 +66,19 @@ def test_optimizer_and_weight_decay_come_from_the_config(small_cfg):
     parts = build_parts(small_cfg("algo.weight_decay=0.05", "algo.lr=2e-4"))
     algorithm = parts.algorithm
     module = DPOModule(
-        parts.world.reference, parts.world.reference, parts.world.oracle, parts.evaluator, None, None,
-        beta=0.1, lr=algorithm.lr, eval_every=1, last_step=1, optimizer=algorithm.optimizer,
+        parts.world.reference,
+        parts.world.reference,
+        parts.world.oracle,
+        parts.evaluator,
+        None,
+        None,
+        beta=0.1,
+        lr=algorithm.lr,
+        eval_every=1,
+        last_step=1,
+        optimizer=algorithm.optimizer,
         weight_decay=algorithm.weight_decay,
-    )  # fmt: skip
+    )
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["weight_decay"] == 0.05 and optimizer.param_groups[0]["lr"] == 2e-4

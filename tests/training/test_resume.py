@@ -16,10 +16,19 @@ import pytest
 from safetensors.torch import load_file
 
 RUN = [
-    "sampler=pilaf", "algo.steps=12", "algo.batch_size=8", "algo.micro_batch_size=4", "algo.eval_every=3",
-    "checkpoint.every_n_steps=4", "eval.exact_prompts=0", "logger=csv", "task.num_test_prompts=32",
-    "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false", "save_policy=true",
-]  # fmt: skip
+    "sampler=pilaf",
+    "algo.steps=12",
+    "algo.batch_size=8",
+    "algo.micro_batch_size=4",
+    "algo.eval_every=3",
+    "checkpoint.every_n_steps=4",
+    "eval.exact_prompts=0",
+    "logger=csv",
+    "task.num_test_prompts=32",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
+    "save_policy=true",
+]
 
 
 def command(run_dir: Path, *extra: str) -> list[str]:
@@ -118,12 +127,23 @@ def test_no_readable_checkpoint_stops_rather_than_starting_over(tmp_path, subpro
 
 
 ITERATIVE = [
-    "algo=iterative", "algo.iterations=3", "algo.prompts_per_iteration=32", "algo.sample_batch_size=8",
-    "algo.batch_size=8", "algo.micro_batch_size=null", "algo.eval_every=2", "algo.vanilla_first_iteration=false",
-    "checkpoint.every_n_steps=3", "sampler=pilaf", "eval.exact_prompts=0", "logger=csv",
-    "task.num_test_prompts=32", "oracle.calibration_prompts=256", "trainer.enable_progress_bar=false",
+    "algo=iterative",
+    "algo.iterations=3",
+    "algo.prompts_per_iteration=32",
+    "algo.sample_batch_size=8",
+    "algo.batch_size=8",
+    "algo.micro_batch_size=null",
+    "algo.eval_every=2",
+    "algo.vanilla_first_iteration=false",
+    "checkpoint.every_n_steps=3",
+    "sampler=pilaf",
+    "eval.exact_prompts=0",
+    "logger=csv",
+    "task.num_test_prompts=32",
+    "oracle.calibration_prompts=256",
+    "trainer.enable_progress_bar=false",
     "save_policy=true",
-]  # fmt: skip
+]
 
 
 @pytest.mark.slow

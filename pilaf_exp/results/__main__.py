@@ -1,8 +1,8 @@
 """`make results`: every sweep behind RESULTS.md, the report of each, and RESULTS.md itself.
 
-    python -m pilaf_exp.report.results [--runs DIR] [--only-write] [--jobs 2]
+    python -m pilaf_exp.results [--runs DIR] [--only-write] [--jobs 2]
 
-1. the protocol sweep (`sweeps/protocol_lr.yaml`) and its rule (`report.protocol`), which picks
+1. the protocol sweep (`sweeps/protocol_lr.yaml`) and its rule (`results.protocol`), which picks
    the learning rate from vanilla alone;
 2. the paper's claims at that learning rate, ten seeds each: Table 3 (online), Table 2 (iterative),
    Fig. 4 (overfitted start);
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.report.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
+from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
@@ -44,8 +44,18 @@ def sweep(name: str, root: Path, jobs: int, *overrides: str) -> Path:
     if (target / "done").exists():
         return target
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
-    command = [sys.executable, "-m", "pilaf_exp", "-m", f"+sweep={name}", *launcher, "logger=csv",
-               "trainer.enable_progress_bar=false", f"hydra.sweep.dir={target}", *overrides]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pilaf_exp",
+        "-m",
+        f"+sweep={name}",
+        *launcher,
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={target}",
+        *overrides,
+    ]
     print("+", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
@@ -55,8 +65,9 @@ def sweep(name: str, root: Path, jobs: int, *overrides: str) -> Path:
 
 def report(sweep_dir: Path) -> Path:
     """`python -m pilaf_exp.report` on one sweep, its outputs copied to docs/results/<sweep>/."""
-    subprocess.run([sys.executable, "-m", "pilaf_exp.report", str(sweep_dir)], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pilaf_exp.report", str(sweep_dir)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     target = DOCS / sweep_dir.name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(sweep_dir / "report", target)
@@ -64,8 +75,13 @@ def report(sweep_dir: Path) -> Path:
 
 
 def chosen_lr(protocol_dir: Path) -> float:
-    out = subprocess.run([sys.executable, "-m", "pilaf_exp.report.protocol", str(protocol_dir)], check=True,
-                         cwd=ROOT, capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "pilaf_exp.results.protocol", str(protocol_dir)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
     shutil.rmtree(DOCS / "protocol_lr", ignore_errors=True)
     shutil.copytree(protocol_dir / "report", DOCS / "protocol_lr")
     return float(out.strip().splitlines()[-1].removeprefix("lr="))
@@ -77,8 +93,9 @@ def provenance() -> dict[str, str]:
     import transformers
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "pilaf_exp", "conf", "sweeps"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "pilaf_exp", "conf", "sweeps"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     return {
         "commit": commit.stdout.strip() + (" (with uncommitted changes)" if dirty else ""),
         "python": platform.python_version(),

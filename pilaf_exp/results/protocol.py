@@ -8,7 +8,7 @@ sampler comparison was looked at (`sweeps/protocol_lr.yaml`; RESULTS.md, "Protoc
 (a) asks for a learning curve that rises within noise; (b) excludes the KL bursts seen at the old
 default. Other samplers' runs at the same grid only draw the sensitivity figure.
 
-    python -m pilaf_exp.report.protocol <protocol sweep dir>   # prints the rule's table, then `lr=<value>`
+    python -m pilaf_exp.results.protocol <protocol sweep dir>   # prints the rule's table, then `lr=<value>`
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.report.protocol import MAX_J_DROP, MAX_KL_JUMP
+from pilaf_exp.results.protocol import MAX_J_DROP, MAX_KL_JUMP
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
 SECTIONS = (
@@ -23,7 +23,7 @@ def header(versions: dict[str, str], sweep_seconds: float, wall: float) -> str:
     produced = ", ".join(f"{name} {version}" for name, version in versions.items())
     return f"""# Results
 
-Written by `make results` (`python -m pilaf_exp.report.results`) on {time.strftime("%Y-%m-%d")}: the
+Written by `make results` (`python -m pilaf_exp.results`) on {time.strftime("%Y-%m-%d")}: the
 protocol sweep, the paper's claims on the embedded task, their reports; nothing below is typed by
 hand. Produced by {produced}. The sweeps took {sweep_seconds / 60:.1f} min of wall time on this
 machine (2 CPU cores); this rebuild {wall / 60:.1f} min. Every run is kept under `results/runs/`
@@ -109,7 +109,7 @@ def gradients_section(page: Path) -> str:
 
 
 def bursts_section(page: Path) -> str:
-    """The findings of `python -m pilaf_exp.report.bursts` on a rerun of a burst (docs/results/bursts.md)."""
+    """The findings of `python -m pilaf_exp.results.bursts` on a rerun of a burst (docs/results/bursts.md)."""
     if not page.exists():
         return ""
     findings = [line for line in page.read_text().splitlines() if line.startswith("* ")]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pilaf_exp.report.results_text import gradients_section
+from pilaf_exp.results.results_text import gradients_section
 
 
 def test_the_gradient_section_quotes_the_verdict_of_the_analysis_page(tmp_path):
     page = tmp_path / "gradients.md"
-    page.write_text("# Gradients\n\n## Method\n\nwalks.\n\n## Does it agree?\n\n* (i) **disagrees**: x\n\n"
-                    "### By step\n\nsteps\n\n## Caveats\n\nc\n")  # fmt: skip
+    page.write_text(
+        "# Gradients\n\n## Method\n\nwalks.\n\n## Does it agree?\n\n* (i) **disagrees**: x\n\n"
+        "### By step\n\nsteps\n\n## Caveats\n\nc\n"
+    )
     text = gradients_section(page)
     assert "* (i) **disagrees**: x" in text and "](docs/results/gradients.md)" in text
     assert "walks." not in text and "steps" not in text and "Caveats" not in text
@@ -27,8 +29,9 @@ def test_the_sweep_time_table_sums_each_phase_per_sampler(tmp_path):
         run = tmp_path / str(index)
         run.mkdir()
         (run / "summary.json").write_text(json.dumps({"sampler": sampler}))
-        (run / "timing.json").write_text(json.dumps({"evaluation": evaluation, "training": 60.0, "threads": 1,
-                                                     "total": evaluation + 60.0}))  # fmt: skip
+        (run / "timing.json").write_text(
+            json.dumps({"evaluation": evaluation, "training": 60.0, "threads": 1, "total": evaluation + 60.0})
+        )
     (tmp_path / "done").write_text(json.dumps({"seconds": 300.0}))
     (tmp_path / "3").mkdir()
     (tmp_path / "3" / "timing.json").write_text("{}")  # unfinished: no summary.json, not counted

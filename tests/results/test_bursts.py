@@ -1,12 +1,12 @@
-"""`report.bursts` on synthetic per-step logs: it finds the largest KL rise and says whether gradient
+"""`results.bursts` on synthetic per-step logs: it finds the largest KL rise and says whether gradient
 spikes came with it."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from pilaf_exp.report.bursts import describe, largest_rise, per_step
-from pilaf_exp.report.results_text import bursts_section
+from pilaf_exp.results.bursts import describe, largest_rise, per_step
+from pilaf_exp.results.results_text import bursts_section
 
 
 def fake_run(tmp_path, spike_at: int | None):
@@ -18,8 +18,15 @@ def fake_run(tmp_path, spike_at: int | None):
     norms = [0.2 + 0.001 * (s % 7) for s in steps[:-1]]  # ordinary, below 0.21
     if spike_at is not None:
         norms[spike_at - 1] = 0.9  # Lightning's row step k - 1 is step k's batch
-    pd.DataFrame({"step": steps[:-1], "train/loss": 0.69, "train/reward_margin": 0.01, "train/accuracy": 0.5,
-                  "train/grad_norm": norms}).to_csv(tmp_path / "metrics.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "step": steps[:-1],
+            "train/loss": 0.69,
+            "train/reward_margin": 0.01,
+            "train/accuracy": 0.5,
+            "train/grad_norm": norms,
+        }
+    ).to_csv(tmp_path / "metrics.csv", index=False)
     return tmp_path
 
 
