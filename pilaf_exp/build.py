@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from pilaf_exp.data.task import EnumerableTask, Task
+from pilaf_exp.data.task import EnumerableTask, Task, TokenTask, model_mismatch
 from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.evaluation.exact import ExactEvaluation, ResponseTable
 from pilaf_exp.evaluation.schedule import EvalSchedule
@@ -164,6 +164,9 @@ def fresh_world(cfg: DictConfig) -> World:
         raise ConfigError(
             f"model.tokenizer has {len(tokenizer)} tokens but the policy's vocabulary is {reference.config.vocab_size}"
         )
+    shape = reference.config.vocab_size, reference.config.max_position_embeddings  # what the task's promise needs
+    if isinstance(task, TokenTask) and (mismatch := model_mismatch(task, *shape)):
+        raise ConfigError(mismatch)
     return World(task, reference, build_oracle(cfg, task, reference))
 
 
@@ -288,15 +291,10 @@ def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
         table = response_table(cfg, world)
     schedule = EvalSchedule(algorithm.eval_every, algorithm.last_step, ev.exact_every)
     beta = float(algorithm.beta)
+    exact = ExactEvaluation(table, beta) if table is not None else None
+    spec = decode_spec(cfg, world.task, float(ev.temperature))
     evaluator = Evaluator(
-        world.task.test,
-        decode_spec(cfg, world.task, float(ev.temperature)),
-        beta,
-        int(ev.seed),
-        schedule,
-        int(ev.batch_size),
-        int(ev.samples_per_prompt),
-        ExactEvaluation(table, beta) if table is not None else None,
+        world.task.test, spec, beta, int(ev.seed), schedule, int(ev.batch_size), int(ev.samples_per_prompt), exact
     )
     context = run_context(cfg, loggers, stopwatch, callbacks)
     return Parts(cfg, world, algorithm, annotator, evaluator, context)
