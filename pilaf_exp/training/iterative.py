@@ -9,6 +9,7 @@ sampler's run continues from that same checkpoint (`training.round_one`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -91,9 +92,10 @@ class IterativeDPO(DPOSettings):
         skipped = ("iterations", "vanilla_first_iteration", "first_round_sampler", "optimizer")
         settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
         optimizer = getattr(self.optimizer, "func", self.optimizer)  # a functools.partial from the config
+        sampler = self.first_round_sampler  # its class and settings (numbers), not its address
         return settings | {
-            "optimizer": f"{optimizer.__module__}.{optimizer.__qualname__}",
-            "first_round_sampler": repr(self.first_round_sampler),
+            "optimizer": qualified_name(optimizer),
+            "first_round_sampler": {"class": qualified_name(type(sampler)), **vars(sampler)},
             "code": TRAINING_CODE,
         }
 
@@ -167,3 +169,7 @@ class IterativeDPO(DPOSettings):
         )
         trainer.fit(module, loader)
         record.step_offset += steps - done
+
+
+def qualified_name(made: type | Callable) -> str:
+    return f"{made.__module__}.{made.__qualname__}"

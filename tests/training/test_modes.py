@@ -25,6 +25,9 @@ class ModeSpy:
         self.seen.append(policy.training)
         return self.inner(policy, *args, **kwargs)
 
+    def __getattr__(self, name):  # the rest as the wrapped object has it (the evaluator's schedule)
+        return getattr(self.inner, name)
+
 
 @pytest.mark.parametrize("algo", ["online", "iterative"])
 def test_train_mode_for_the_loss_eval_mode_for_sampling_and_evaluation(small_cfg, algo):
