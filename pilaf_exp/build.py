@@ -20,9 +20,10 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel
 
-from pilaf_exp.data.task import EnumerableTask, Task
+from pilaf_exp.data.task import EnumerableTask, Task, TokenTask, model_mismatch
 from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.evaluation.exact import ExactEvaluation, ResponseTable
+from pilaf_exp.evaluation.schedule import EvalSchedule
 from pilaf_exp.infra.cache import (
     checkpoint_fingerprint,
     load_or_build_model,
@@ -43,6 +44,7 @@ from pilaf_exp.training.algorithm import Algorithm
 from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.record import Fitted
 from pilaf_exp.training.sft import train_sft
+from pilaf_exp.training.stop import StopTogether
 
 # The code that computes the SFT reference and the exact-evaluation tables: part of their cache keys.
 SFT_CODE = source_fingerprint("pilaf_exp.data", "pilaf_exp.models", "pilaf_exp.training.sft")
@@ -162,6 +164,9 @@ def fresh_world(cfg: DictConfig) -> World:
         raise ConfigError(
             f"model.tokenizer has {len(tokenizer)} tokens but the policy's vocabulary is {reference.config.vocab_size}"
         )
+    shape = reference.config.vocab_size, reference.config.max_position_embeddings  # what the task's promise needs
+    if isinstance(task, TokenTask) and (mismatch := model_mismatch(task, *shape)):
+        raise ConfigError(mismatch)
     return World(task, reference, build_oracle(cfg, task, reference))
 
 
@@ -224,7 +229,8 @@ def trainer_factory(cfg: DictConfig, loggers: list, callbacks: list[L.Callback])
     extra: dict[str, Any] = {}
     if under_slurm():  # our checkpoints handle pre-emption, not Lightning's hpc_ckpt
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    return partial(instantiate(cfg.trainer), logger=loggers, callbacks=list(callbacks), **extra)
+    # Every rank stops after the same batch on a signal (training/stop.py).
+    return partial(instantiate(cfg.trainer), logger=loggers, callbacks=[*callbacks, StopTogether()], **extra)
 
 
 def device_of(cfg: DictConfig) -> torch.device:
@@ -276,16 +282,19 @@ def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
     stopwatch = Stopwatch()
     loggers = [instantiate(node) for node in cfg.logger.values()] if cfg.get("logger") else []
     callbacks = [*callbacks, *wandb_callbacks(loggers, world.task.tokenizer)]  # labelled-pairs tables
-    sampling = decode_spec(cfg, world.task, float(cfg.algo.temperature))
+    algorithm: Algorithm = instantiate(cfg.algo)
+    sampling = decode_spec(cfg, world.task, float(algorithm.temperature))
     check_decode_budget(world, sampling)
     annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
-    ev, beta = cfg.eval, float(cfg.algo.beta)
+    ev = cfg.eval
     with stopwatch("optimum"):
         table = response_table(cfg, world)
-    exact = ExactEvaluation(table, beta, ev.exact_every) if table is not None else None
-    evaluation = decode_spec(cfg, world.task, float(ev.temperature))
+    schedule = EvalSchedule(algorithm.eval_every, algorithm.last_step, ev.exact_every)
+    beta = float(algorithm.beta)
+    exact = ExactEvaluation(table, beta) if table is not None else None
+    spec = decode_spec(cfg, world.task, float(ev.temperature))
     evaluator = Evaluator(
-        world.task.test, evaluation, beta, int(ev.seed), int(ev.batch_size), int(ev.samples_per_prompt), exact
+        world.task.test, spec, beta, int(ev.seed), schedule, int(ev.batch_size), int(ev.samples_per_prompt), exact
     )
     context = run_context(cfg, loggers, stopwatch, callbacks)
-    return Parts(cfg, world, instantiate(cfg.algo), annotator, evaluator, context)
+    return Parts(cfg, world, algorithm, annotator, evaluator, context)

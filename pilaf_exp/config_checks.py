@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from pilaf_exp.data.task import TextTask, model_mismatch
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.models.loading import check_checkpoint
 from pilaf_exp.sampling.engines import ENGINES as GENERATION_ENGINES
@@ -129,17 +132,37 @@ RULES: dict[str, list[Rule]] = {
 }
 
 
-EMBEDDED_TASK = "pilaf_exp.data.embedded.EmbeddedTask"
+def _task_reads_text(cfg: DictConfig) -> bool | None:
+    """Whether the configured task's class is a `TextTask` (asked by capability, not by name);
+    None when there is no task class to ask."""
+    target = OmegaConf.select(cfg, "task._target_")
+    try:
+        return issubclass(get_class(target), TextTask) if isinstance(target, str) else None
+    except (ImportError, ValueError, AttributeError):
+        return None  # an unknown class: hydra's instantiate names it
+
+
+def _token_task_problems(cfg: DictConfig) -> list[str]:
+    """The model a token-id task's config builds keeps the task's promise (`data.task.TokenTask`)."""
+    promise = {key: OmegaConf.select(cfg, f"task.{key}") for key in ("vocab_size", "prompt_length", "response_length")}
+    model = [OmegaConf.select(cfg, f"model.policy.{key}") for key in ("vocab_size", "max_positions")]
+    if not all(isinstance(v, int) for v in (*promise.values(), *model)):
+        return []  # a pretrained policy: checked once it is built (build.fresh_world)
+    found = [mismatch] if (mismatch := model_mismatch(SimpleNamespace(**promise), *model)) else []
+    oracle, vocab = OmegaConf.select(cfg, "oracle.model.vocab_size"), promise["vocab_size"]
+    if isinstance(oracle, int) and oracle < vocab:  # the oracle reads every id the policy writes
+        found.append(f"oracle.model.vocab_size={oracle} is not accepted: expected >= task.vocab_size={vocab}")
+    return found
 
 
 def _combination_problems(cfg: DictConfig) -> list[str]:
     """Choices that are each fine but do not go together."""
     found = []
-    task_is_embedded = OmegaConf.select(cfg, "task._target_") == EMBEDDED_TASK
+    text = _task_reads_text(cfg)
     has_tokenizer = OmegaConf.select(cfg, "model.tokenizer") is not None
-    if task_is_embedded and has_tokenizer:
-        found.append("task=embedded works on token ids and needs model=tiny (this model has a tokenizer)")
-    if not task_is_embedded and not has_tokenizer:
+    if text is False and has_tokenizer:
+        found.append("this task's language is token ids: it needs a model without a tokenizer (model=tiny)")
+    if text and not has_tokenizer:
         found.append("this task is text and needs a model with a tokenizer: model=small, model=llama3_8b")
     batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
     if isinstance(batch, int) and isinstance(micro, int) and micro > 0 and batch % micro:
@@ -147,10 +170,8 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
     hidden, heads = OmegaConf.select(cfg, "model.policy.hidden_size"), OmegaConf.select(cfg, "model.policy.num_heads")
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
         found.append(f"model.policy.hidden_size={hidden} must be a multiple of model.policy.num_heads={heads}")
-    positions = OmegaConf.select(cfg, "model.policy.max_positions")
-    length = (OmegaConf.select(cfg, "task.prompt_length") or 0) + (OmegaConf.select(cfg, "task.response_length") or 0)
-    if task_is_embedded and isinstance(positions, int) and positions < length:
-        found.append(f"model.policy.max_positions={positions} is shorter than a prompt + response ({length} tokens)")
+    if text is False:
+        found += _token_task_problems(cfg)
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
         found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")

@@ -90,7 +90,7 @@ class LightningStepTimer(L.Callback):
 
     def cumulative(self, pl_module: L.LightningModule) -> dict[str, float]:
         """Seconds per phase so far, from the run's own stopwatch (sampling, labelling, ledger)."""
-        return dict(pl_module.stopwatch.seconds)
+        return dict(pl_module.run.stopwatch.seconds)
 
 
 def mean_response_tokens(ledger_dir: Path, first_step: int) -> float:

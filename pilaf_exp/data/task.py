@@ -1,7 +1,10 @@
 """What a task is (`typing.Protocol`s), and the optional capabilities some tasks have.
 
-Every task gives train/test prompt sets, its decoding rule and SFT data. The embedded task also
-has the capabilities below; `isinstance(task, EnumerableTask)` asks for one by name.
+Every task gives train/test prompt sets, its decoding rule and SFT data. Its language is either
+text (`TextTask`: the model's tokenizer reads it) or token ids (`TokenTask`: the task fixes the
+model's vocabulary and lengths). The embedded task also has the capabilities below;
+`isinstance(task, EnumerableTask)` asks for one by name, `issubclass(cls, TextTask)` asks a class
+named by a config before it is built (config_checks.py).
 """
 
 from __future__ import annotations
@@ -39,10 +42,43 @@ class Task(Protocol):
         ...
 
 
-class TextTask(Task, Protocol):
+@runtime_checkable
+class TextTask(Protocol):
+    """Its language is text: it is built with the model's tokenizer, and shows an oracle with its
+    own tokenizer chat messages. Methods only, so a class can be asked (`issubclass`)."""
+
     def to_messages(self, prompt: str, response: str) -> Messages:
         """A prompt and a reply as chat messages (for an oracle with a chat template)."""
         ...
+
+
+@runtime_checkable
+class TokenTask(Protocol):
+    """Its language is token ids (no tokenizer). What it promises the model it is trained on: ids
+    below `vocab_size`, prompts of `prompt_length` and responses of `response_length` tokens. Its
+    model must have exactly `vocab_size` embeddings and room for a prompt and a response
+    (conf/model/tiny.yaml reads `${task.vocab_size}`); `model_mismatch` says where it does not."""
+
+    vocab_size: int
+    prompt_length: int
+    response_length: int
+
+
+def model_mismatch(task: TokenTask, vocab_size: int, positions: int) -> str | None:
+    """One line naming what the model (`vocab_size` embeddings, `positions` positions) does not
+    keep of `task`'s promise, None when it keeps all of it."""
+    if vocab_size != task.vocab_size:
+        return (
+            f"the policy has {vocab_size} token embeddings but the task's token ids are 0..{task.vocab_size - 1}: "
+            f"expected model.policy.vocab_size={task.vocab_size} (task.vocab_size)"
+        )
+    length = task.prompt_length + task.response_length
+    if positions < length:
+        return (
+            f"the policy has {positions} positions but a prompt + response is {length} tokens: "
+            f"expected model.policy.max_positions >= {length} (task.prompt_length + task.response_length)"
+        )
+    return None
 
 
 @runtime_checkable

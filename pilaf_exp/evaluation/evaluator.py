@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from pilaf_exp.data.prompts import Prompts
-from pilaf_exp.evaluation.exact import ExactEvaluation, Reduce
+from pilaf_exp.evaluation.exact import ExactEvaluation
+from pilaf_exp.evaluation.schedule import EvalSchedule
+from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import Oracle
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
@@ -21,49 +23,35 @@ class Evaluator:
     spec: DecodeSpec  # eval.temperature (the training temperature by default)
     beta: float
     seed: int
+    schedule: EvalSchedule  # when to evaluate, and when exactly
     batch_size: int = 512
     samples_per_prompt: int = 1
     exact: ExactEvaluation | None = None  # enumerable tasks only
 
     @torch.no_grad()
     def __call__(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        oracle: Oracle,
-        step: int = 0,
-        last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        reduce: Reduce | None = None,
+        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int = 0, ranks: Ranks = ONE_PROCESS
     ) -> dict[str, float]:
         """Sampled mean reward, KL and J over the test prompts with their standard error, and the
-        exact ones when due (NaN otherwise, so every evaluation row has the same columns). With
-        several ranks each evaluates its share (rows rank, rank + world_size, ...) and `reduce`
-        sums the totals across ranks."""
-        metrics = self.sampled(policy, reference, oracle, step, rank, world_size, reduce)
+        exact ones when the schedule says (NaN otherwise, so every evaluation row has the same
+        columns). With several ranks each evaluates its share of the prompts and the totals are
+        summed across ranks."""
+        metrics = self.sampled(policy, reference, oracle, step, ranks)
         if self.exact is not None:
-            due = self.exact.due(step, last)
             # Step 0 of every run evaluates the initial policy, a copy of pi_ref: its exact values are the table's.
-            exact = self.exact(policy, rank, world_size, reduce, is_reference=step == 0) if due else None
+            due = self.schedule.exact_due(step)
+            exact = self.exact(policy, ranks, is_reference=step == 0) if due else None
             metrics |= exact or dict.fromkeys(self.exact.KEYS, nan)
         return metrics
 
     def sampled(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        oracle: Oracle,
-        step: int,
-        rank: int,
-        world_size: int,
-        reduce: Reduce | None,
+        self, policy: nn.Module, reference: nn.Module, oracle: Oracle, step: int, ranks: Ranks = ONE_PROCESS
     ) -> dict[str, float]:
         device = next(policy.parameters()).device
         # Each evaluation draws its own noise (seed, step, rank): reproducible, and independent
         # between evaluations, so no one draw's luck is shared by a whole curve.
-        generator = torch.Generator(device=device).manual_seed(self.seed + 7_919 * step + 1_000_003 * rank)
-        shard = self.prompts[rank::world_size]
+        generator = torch.Generator(device=device).manual_seed(self.seed + 7_919 * step + 1_000_003 * ranks.rank)
+        shard = ranks.share(self.prompts)
         k = self.samples_per_prompt
         totals = torch.zeros(6, dtype=torch.double, device=device)
         for start in range(0, len(shard), self.batch_size):
@@ -76,9 +64,7 @@ class Evaluator:
             reward = oracle.score(prompts, masks, out.tokens, out.mask).double()
             kl = (out.logprobs.sum(-1) - logp_reference).double()
             totals += response_sums(reward.view(-1, k), kl.view(-1, k), self.beta)
-        if reduce is not None:
-            totals = reduce(totals)
-        n, reward_sum, kl_sum, j_sum, j_squares, within = totals.tolist()
+        n, reward_sum, kl_sum, j_sum, j_squares, within = ranks.sum(totals).tolist()
         # Evaluation noise on these fixed prompts: the within-prompt variance of J; with one sample per
         # prompt it cannot be told apart from the spread between prompts, which then stands in for it.
         variance = within / max(n - n / k, 1) if k > 1 else max(j_squares - j_sum * j_sum / n, 0.0) / max(n - 1, 1)

@@ -16,7 +16,7 @@ pi_ref(y|x) exp(r*(x, y) / beta) (`ResponseTable.optimum`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,10 +24,9 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.sampling.engines import cache_argument
-
-Reduce = Callable[[Tensor], Tensor]  # sums a tensor over the ranks of a distributed run
 
 
 def all_sequences(vocab: int, length: int) -> Tensor:
@@ -156,32 +155,19 @@ def per_prompt_objective(logp: Tensor, reference_logp: Tensor, reward: Tensor, b
 
 @dataclass
 class ExactEvaluation:
-    """Exact evaluation during training: at step 0, every `every` steps and at the last step."""
+    """Exact evaluation during training, when `EvalSchedule.exact_due` says (evaluation/schedule.py)."""
 
     table: ResponseTable
     beta: float
-    every: int | None  # None: only at the first and the last step
     KEYS: ClassVar[tuple[str, ...]] = ("exact/reward", "exact/kl", "exact/J", "exact/gain")
 
-    def due(self, step: int, last: bool) -> bool:
-        return last or step == 0 or bool(self.every and step % self.every == 0)
-
-    def __call__(
-        self,
-        policy: nn.Module,
-        rank: int = 0,
-        world_size: int = 1,
-        reduce: Reduce | None = None,
-        is_reference: bool = False,
-    ) -> dict:
-        """Each rank walks its share of the prompts (rank, rank + world_size, ...); `reduce` sums.
+    def __call__(self, policy: nn.Module, ranks: Ranks = ONE_PROCESS, is_reference: bool = False) -> dict:
+        """Each rank walks its share of the prompts; `ranks` sums the shares.
         `is_reference`: the policy is pi_ref itself (every run's step 0), whose values the table holds."""
         optimum = self.table.optimum(self.beta)
         if is_reference:
             return dict(zip(self.KEYS, (optimum["J_ref"], 0.0, optimum["J_ref"], 0.0)))
-        sums = self.table.sums(policy, self.beta, range(rank, len(self.table.prompts), world_size))
-        if reduce is not None:
-            sums = reduce(sums).cpu()
+        sums = ranks.sum(self.table.sums(policy, self.beta, ranks.share(range(len(self.table.prompts))))).cpu()
         reward, kl, j = (sums / len(self.table.prompts)).tolist()
         gain = (j - optimum["J_ref"]) / (optimum["J_star"] - optimum["J_ref"])
         return dict(zip(self.KEYS, (reward, kl, j, gain)))

@@ -1,5 +1,5 @@
-"""A few labelled pairs in the W&B run every `eval_every` training steps: what the oracle was shown
-and what it preferred, as a `wandb.Table` (prompt, both responses, their sources, both oracle
+"""A few labelled pairs in the W&B run at every evaluation (`evaluation.schedule.EvalSchedule`):
+what the oracle was shown and what it preferred, as a `wandb.Table` (prompt, both responses, their sources, both oracle
 scores, the label)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def wandb_callbacks(loggers: Sequence[Any], tokenizer: Any = None) -> list[L.Cal
 
 
 class LabelledPairsTable(L.Callback):
-    """After the optimizer step of every `eval_every`-th step (and the last), the first `rows` pairs
+    """After the optimizer step of every step the evaluation schedule evaluates, the first `rows` pairs
     of the batch just trained on: online DPO's pairs as sampled (label = the response the oracle
     preferred), iterative DPO's round dataset preferred-first (label always "a"). Responses are text
     where the task has a tokenizer, else token ids. Every rank scores its rows (a sharded oracle
@@ -47,8 +47,7 @@ class LabelledPairsTable(L.Callback):
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # mid-step: the optimizer has not stepped yet
         step = pl_module.run_step
-        last = step == pl_module.last_step or trainer.global_step == trainer.max_steps
-        due = step % pl_module.eval_every == 0 or last
+        due = pl_module.evaluator.schedule.due(step, trainer_end=trainer.global_step == trainer.max_steps)
         picked = latest_pairs(pl_module, batch) if due and step != self.logged_step else None
         if picked is None:
             return

@@ -15,8 +15,17 @@ from pilaf_exp.training.record import Fitted
 
 
 class Algorithm(Protocol):
+    """build.py reads its settings: `beta` (evaluation's J), `temperature` (the annotator's decoding
+    rule), `eval_every` and `last_step` (the evaluation schedule)."""
+
     beta: float
-    temperature: float  # of the sampled pairs (the annotator's decoding rule)
+    temperature: float  # of the sampled pairs
+    eval_every: int
+
+    @property
+    def last_step(self) -> int:
+        """The run's last training step."""
+        ...
 
     def fit(
         self,

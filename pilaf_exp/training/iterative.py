@@ -1,7 +1,8 @@
 """Iterative DPO (Xiong et al. 2024): K rounds of (sample and label a dataset with the policy as
 it stands, then train DPO on it). The policy carries over; pi_ref stays the SFT model.
 
-Paper protocol (`vanilla_first_iteration`): round 1 uses vanilla sampling for every sampler.
+Paper protocol (`vanilla_first_iteration`): round 1 uses vanilla sampling for every sampler
+(`first_round_sampler`, conf/sampler/vanilla.yaml by conf/algo/iterative.yaml's defaults).
 It is computed once per (task, model, oracle, algorithm settings, seed), cached, and every
 sampler's run continues from that same checkpoint (`training.round_one`).
 """
@@ -9,11 +10,10 @@ sampler's run continues from that same checkpoint (`training.round_one`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
-from torch.optim import AdamW, Optimizer
 from torch.utils.data import DataLoader, TensorDataset
 
 from pilaf_exp.data.prompts import Prompts
@@ -24,11 +24,13 @@ from pilaf_exp.infra.cache import source_fingerprint
 from pilaf_exp.infra.ledger import Ledger
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.sampling.pairs import PairBatch
+from pilaf_exp.sampling.samplers import Sampler
 from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.module import DatasetDPOModule, evaluating
 from pilaf_exp.training.record import Fitted, RunRecord
 from pilaf_exp.training.resume import latest_checkpoint, resume_from
 from pilaf_exp.training.round_one import shared_first_round
+from pilaf_exp.training.settings import DPOSettings, Training
 
 # The code that computes a round: part of the shared round 1's cache key, so a change to it is never
 # served an old round (the configs alone do not fix what these modules compute).
@@ -37,20 +39,21 @@ TRAINING_CODE = source_fingerprint(
 )
 
 
-@dataclass
-class IterativeDPO:
-    beta: float
+@dataclass(kw_only=True)
+class IterativeDPO(DPOSettings):
     iterations: int
     prompts_per_iteration: int  # pairs labelled per iteration
-    batch_size: int  # pairs per DPO step
-    lr: float
-    temperature: float  # of the sampled pairs (the annotator's decode spec)
-    eval_every: int
+    first_round_sampler: Sampler  # round 1's sampler under the paper protocol (conf/sampler/vanilla.yaml)
     sample_batch_size: int = 512  # prompts per sampling call while building a dataset
-    vanilla_first_iteration: bool = True
-    micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
-    weight_decay: float = 0.0  # the optimizer's decay toward zero (not toward the reference)
-    optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
+    vanilla_first_iteration: bool = True  # round 1 shared by every sampler, with `first_round_sampler`
+
+    @property
+    def steps_per_round(self) -> int:
+        return -(-self.prompts_per_iteration // self.batch_size)
+
+    @property
+    def last_step(self) -> int:
+        return self.iterations * self.steps_per_round
 
     def fit(
         self,
@@ -62,74 +65,63 @@ class IterativeDPO:
         run: RunContext,
     ) -> Fitted:
         """Train `policy` (the initial policy, trainable) for `iterations` rounds on `prompts`."""
-        record, first = RunRecord(), 1
+        training = Training(self, policy, reference, annotator, evaluator, run, RunRecord())
+        first = 1
         resumed = latest_checkpoint(run.checkpointer, run.resume)
         if self.vanilla_first_iteration:
             in_round_1 = resumed is not None and resumed[1]["pilaf"]["extra"]["iteration"] == 1
 
-            def round_one(record: RunRecord, vanilla: Annotator, resume: dict | None) -> None:
-                self.iterate(policy, reference, prompts, vanilla, evaluator, run, record, 1, resume)
+            def round_one(first_round: Training, resume: dict | None) -> None:
+                self.iterate(first_round, prompts, 1, resume)
 
-            record = shared_first_round(
-                self.settings(), round_one, policy, annotator, run, resumed[1] if in_round_1 else None
-            )
+            first_round = replace(training, annotator=annotator.with_sampler(self.first_round_sampler))
+            record = shared_first_round(self.settings(), round_one, first_round, resumed[1] if in_round_1 else None)
+            training = replace(training, record=record)
             resumed = None if in_round_1 else resumed
             first = 2
         if resumed is not None:  # mid-round: continue that round's training from its checkpoint
-            resume_from(policy, record, resumed)
+            resume_from(policy, training.record, resumed)
             first = resumed[1]["pilaf"]["extra"]["iteration"]
         for iteration in range(first, self.iterations + 1):
             resume = resumed[1] if resumed is not None and iteration == first else None
-            self.iterate(policy, reference, prompts, annotator, evaluator, run, record, iteration, resume)
-        return Fitted(policy, record)
+            self.iterate(training, prompts, iteration, resume)
+        return Fitted(policy, training.record)
 
     def settings(self) -> dict:
         """What fixes a round's outcome besides the models and the seed (key of the shared round 1)."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("iterations", "vanilla_first_iteration")}
+        skipped = ("iterations", "vanilla_first_iteration", "first_round_sampler", "optimizer")
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skipped}
         optimizer = getattr(self.optimizer, "func", self.optimizer)  # a functools.partial from the config
-        return settings | {"optimizer": f"{optimizer.__module__}.{optimizer.__qualname__}", "code": TRAINING_CODE}
+        sampler = self.first_round_sampler  # its class and settings (numbers), not its address
+        return settings | {
+            "optimizer": qualified_name(optimizer),
+            "first_round_sampler": {"class": qualified_name(type(sampler)), **vars(sampler)},
+            "code": TRAINING_CODE,
+        }
 
     def round_seed(self, seed: int, iteration: int) -> int:
         # Each round's randomness depends only on (run seed, round), so a round replays the same
         # whether the rounds before it were computed here or loaded from the cache.
         return seed * 10_007 + iteration
 
-    def iterate(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        prompts: Prompts,
-        annotator: Annotator,
-        evaluator: Evaluator,
-        run: RunContext,
-        record: RunRecord,
-        iteration: int,
-        resume: dict | None = None,
-    ) -> None:
+    def iterate(self, training: Training, prompts: Prompts, iteration: int, resume: dict | None = None) -> None:
         """One round; its labelled dataset and its training survive an interruption."""
+        run = training.run
         with run.stopwatch("fit"):
             saved = run.output_dir / "rounds" / f"iteration_{iteration}.pt"
             if saved.exists():  # labelled before an interruption: reuse, do not re-query
                 dataset = PairBatch.from_tensors(*torch.load(saved, weights_only=False))
             else:
                 ledger = Ledger(run.output_dir / "ledger" / f"iteration_{iteration}", run.stopwatch)
-                dataset = self.collect(policy, reference, prompts, annotator, run, record, iteration, ledger)
+                dataset = self.collect(training, prompts, iteration, ledger)
                 write_atomic(saved, lambda f: torch.save(dataset.tensors(), f))
-            self.train(policy, reference, annotator, evaluator, run, record, dataset, iteration, resume)
+            self.train(training, dataset, iteration, resume)
 
-    def collect(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        prompts: Prompts,
-        annotator: Annotator,
-        run: RunContext,
-        record: RunRecord,
-        iteration: int,
-        ledger: Ledger,
-    ) -> PairBatch:
+    def collect(self, training: Training, prompts: Prompts, iteration: int, ledger: Ledger) -> PairBatch:
         """Sample and label this round's preference dataset (preferred first) with the policy as it
         stands; each sampling batch goes to the ledger first, and is taken from it when already there."""
+        policy, reference, annotator = training.policy, training.reference, training.annotator
+        run, record = training.run, training.record
         device = run.device
         for model in (policy, reference, annotator.oracle):
             model.to(device)  # outside the trainer: sample where the trainer will train
@@ -159,49 +151,25 @@ class IterativeDPO:
         record.flush_preferences(run.output_dir / "preferences" / f"iteration_{iteration}")
         return PairBatch.concat(parts).to("cpu")
 
-    def train(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        annotator: Annotator,
-        evaluator: Evaluator,
-        run: RunContext,
-        record: RunRecord,
-        dataset: PairBatch,
-        iteration: int,
-        resume: dict | None = None,
-    ) -> None:
+    def train(self, training: Training, dataset: PairBatch, iteration: int, resume: dict | None = None) -> None:
         """One epoch of DPO over the round's dataset, continuing the policy (from `resume`, a
         checkpoint taken during this round, when given)."""
-        steps = -(-len(dataset) // self.batch_size)
-        micro = self.micro_batch_size or self.batch_size
+        record, steps = training.record, self.steps_per_round
         round_start = resume["pilaf"]["extra"]["round_start"] if resume else record.step_offset
         done = record.step_offset - round_start  # steps of this round already taken
         if done >= steps:  # checkpointed at the round's last step: nothing left to train
             return
         # Shuffled once per round in steps of batch_size, each step in micro-batches.
-        generator = torch.Generator().manual_seed(self.round_seed(run.seed, iteration))
+        generator = torch.Generator().manual_seed(self.round_seed(training.run.seed, iteration))
         order = torch.randperm(len(dataset), generator=generator)[done * self.batch_size :]
-        loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=micro, sampler=order.tolist())
-        module = DatasetDPOModule(
-            policy,
-            reference,
-            annotator.oracle,
-            evaluator,
-            record,
-            run.stopwatch,
-            beta=self.beta,
-            lr=self.lr,
-            eval_every=self.eval_every,
-            last_step=self.iterations * steps,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
-            checkpointer=run.checkpointer,
-            resume_optimizer=resume["optimizer_states"][0] if resume else None,
-            extra_state={"iteration": iteration, "round_start": round_start},
-        )
-        trainer = run.make_trainer(
-            max_steps=steps - done, max_epochs=1, accumulate_grad_batches=self.batch_size // micro
+        loader = DataLoader(TensorDataset(*dataset.tensors()), batch_size=self.micro, sampler=order.tolist())
+        module = DatasetDPOModule(training, resume, extra_state={"iteration": iteration, "round_start": round_start})
+        trainer = training.run.make_trainer(
+            max_steps=steps - done, max_epochs=1, accumulate_grad_batches=self.accumulate
         )
         trainer.fit(module, loader)
         record.step_offset += steps - done
+
+
+def qualified_name(made: type | Callable) -> str:
+    return f"{made.__module__}.{made.__qualname__}"

@@ -4,26 +4,21 @@ annotator (sampling + labelling), the loss in `dpo.py` and the evaluator."""
 from __future__ import annotations
 
 import copy
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from pilaf_exp.evaluation.evaluator import Evaluator
-from pilaf_exp.infra.checkpoints import Checkpointer, rng_states
+from pilaf_exp.infra.checkpoints import rng_states
 from pilaf_exp.infra.ledger import Ledger
-from pilaf_exp.infra.timing import Stopwatch
-from pilaf_exp.labelling.annotate import Annotator
+from pilaf_exp.infra.ranks import Ranks
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.training.dpo import dpo_loss
-from pilaf_exp.training.record import RunRecord
+from pilaf_exp.training.settings import Training
 
 
 class NonFiniteError(RuntimeError):
@@ -48,39 +43,26 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 
 class DPOModule(L.LightningModule):
-    """DPO on labelled pairs with a frozen reference; evaluates every `eval_every` steps and at
-    `last_step`, the run's last training step.
+    """DPO on labelled pairs with a frozen reference, from one `Training` (the settings, the models,
+    the annotator, the evaluator, the run's context and record); evaluates when the evaluator's
+    schedule says, saves the run on the checkpointer's schedule and when the run is stopping.
 
-    `optimizer` makes the optimizer from (parameters, lr, weight_decay); `checkpointer` saves the
-    run on schedule and when signalled; `resume_optimizer` is the optimizer state of the checkpoint
-    being resumed; `extra_state` is what the algorithm needs back on resume (iterative DPO: the round)."""
+    `resume`: the checkpoint being resumed (its optimizer state is loaded); `extra_state`: what the
+    algorithm needs back on resume (iterative DPO: the round)."""
 
     def __init__(
-        self,
-        policy: nn.Module,
-        reference: nn.Module,
-        oracle: nn.Module,
-        evaluator: Evaluator,
-        record: RunRecord,
-        stopwatch: Stopwatch,
-        beta: float,
-        lr: float,
-        eval_every: int,
-        last_step: int,
-        optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW,
-        weight_decay: float = 0.0,
-        checkpointer: Checkpointer | None = None,
-        resume_optimizer: dict | None = None,
-        extra_state: dict[str, Any] | None = None,
+        self, training: Training, resume: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None
     ) -> None:
         super().__init__()
-        self.policy = policy
-        self.reference = freeze(reference)
-        self.oracle = freeze(oracle)
-        self.evaluator, self.record, self.stopwatch = evaluator, record, stopwatch
-        self.beta, self.lr, self.eval_every, self.last_step = beta, lr, eval_every, last_step
-        self.optimizer, self.weight_decay = optimizer, weight_decay
-        self.checkpointer, self.resume_optimizer = checkpointer, resume_optimizer
+        self.settings = training.settings
+        self.policy = training.policy
+        self.reference = freeze(training.reference)
+        self.oracle = freeze(training.annotator.oracle)
+        self.annotator = training.annotator
+        self.evaluator = training.evaluator
+        self.record = training.record
+        self.run = training.run
+        self.resume_optimizer = resume["optimizer_states"][0] if resume else None
         self.extra_state = extra_state or {}
         self.ledger: Ledger | None = None  # online DPO's annotation ledger (its rank is known at fit start)
 
@@ -92,7 +74,8 @@ class DPOModule(L.LightningModule):
         return self
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = self.optimizer(self.policy.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        settings = self.settings
+        optimizer = settings.optimizer(self.policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         if self.resume_optimizer is not None:
             optimizer.load_state_dict(self.resume_optimizer)
         return optimizer
@@ -107,7 +90,7 @@ class DPOModule(L.LightningModule):
 
     def stop_non_finite(self, what: str) -> None:
         """Stop before a non-finite value reaches the weights; the checkpoints on disk stay as they are."""
-        saved = self.checkpointer.saved() if self.checkpointer else []
+        saved = self.run.checkpointer.saved()
         kept = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was written"
         raise NonFiniteError(f"{what} at step {self.run_step}: stopped; {kept} (lower algo.lr?)")
 
@@ -139,7 +122,7 @@ class DPOModule(L.LightningModule):
         with torch.inference_mode():  # frozen: no autograd bookkeeping; cloned out to enter the loss
             logp_reference = sequence_logprob(self.reference, prompts, masks, responses, response_masks)
         logp_reference = logp_reference.clone()
-        loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.beta)
+        loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.settings.beta)
         if not torch.isfinite(loss):
             self.stop_non_finite(f"train/loss is {loss.item()}")
         mean_margin = margin.mean().detach()
@@ -165,54 +148,32 @@ class DPOModule(L.LightningModule):
         self.step_record = copy.deepcopy(self.record.state())
 
     def on_train_start(self) -> None:
-        # Lightning's own SIGTERM handler broadcasts from inside the signal handler (a collective at a
-        # random point of a step) and makes each rank stop on its own flag: ranks then wait for each
-        # other forever or lose their peer mid-step. Ours only notes the signal; `stop_requested`
-        # decides with all ranks at a batch boundary.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.note_signal)
         if self.run_step == 0:
             self.evaluate()  # the starting policy (the SFT model itself)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        checkpointer = self.run.checkpointer
         if not (batch_idx + 1) % self.trainer.accumulate_grad_batches:  # the optimizer just stepped
-            if self.run_step % self.eval_every == 0 or self.global_step == self.trainer.max_steps:
+            if self.evaluator.schedule.due(self.run_step, trainer_end=self.global_step == self.trainer.max_steps):
                 self.evaluate()
             self.step_record = copy.deepcopy(self.record.state())
             # After the evaluation, so a resumed run has this step's evaluation in its history.
-            if self.checkpointer and self.checkpointer.due(self.run_step):
+            if checkpointer.due(self.run_step):
                 self.save_checkpoint()
-        # Signalled (SIGTERM / SIGUSR1): Lightning stops after this batch; save where the run stands.
-        if self.stop_requested() and self.checkpointer and not self.checkpointer.has(self.run_step):
+        # Stopping (a signal, agreed by every rank in `stop.StopTogether`, which runs before this
+        # hook): Lightning leaves after this batch; save where the run stands.
+        if self.trainer.received_sigterm and not checkpointer.has(self.run_step):
             self.save_checkpoint()
-
-    signalled = False  # this rank received SIGTERM (or SIGUSR1, turned into one) since fit started
-
-    def note_signal(self, signum: int, frame: Any) -> None:
-        if not self.signalled:
-            launcher = self.trainer.strategy.launcher
-            if launcher is not None:  # ranks this process started get the signal too, as with Lightning's
-                launcher.kill(signum)
-        self.signalled = True
-
-    def stop_requested(self) -> bool:
-        """Whether any rank was signalled, decided by every rank together at this batch boundary.
-
-        The signal reaches the ranks at different moments; a rank that saved (a collective) or left
-        alone would wait forever for the others. One all-reduce of the local flags per batch makes
-        the decision collective, and a rank that was not signalled yet is marked as if it were, so
-        every rank saves the same checkpoint and leaves Lightning's loop after the same batch."""
-        stop = self.signalled or bool(self.trainer.received_sigterm)
-        if self.trainer.world_size > 1:
-            stop = self.sum_over_ranks(torch.tensor([float(stop)])).item() > 0
-        if stop:  # Lightning leaves its loop after this batch, on every rank alike
-            self.trainer._signal_connector.received_sigterm = True
-        return stop
 
     def save_checkpoint(self) -> None:
         if self.ledger:  # a checkpoint must never be ahead of the ledger entries it resumes from
             self.ledger.flush()
-        self.checkpointer.save(self.trainer, self.run_step)
+        self.run.checkpointer.save(self.trainer, self.run_step)
+
+    @property
+    def ranks(self) -> Ranks:
+        """This rank, the number of ranks, and a sum over them (Lightning's strategy)."""
+        return Ranks(self.global_rank, self.trainer.world_size, self.sum_over_ranks)
 
     def sum_over_ranks(self, tensor: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum")
@@ -220,18 +181,10 @@ class DPOModule(L.LightningModule):
     def evaluate(self) -> None:
         if self.record.history and self.record.history[-1]["step"] == self.run_step:
             return  # already evaluated at this step
-        with self.stopwatch("evaluation"), evaluating(self.policy):
-            metrics = self.evaluator(
-                self.policy,
-                self.reference,
-                self.oracle,
-                self.run_step,
-                self.run_step == self.last_step,
-                self.global_rank,
-                self.trainer.world_size,
-                self.sum_over_ranks,
-            )
-        metrics |= self.record.cost_metrics(self.sum_over_ranks)
+        ranks = self.ranks
+        with self.run.stopwatch("evaluation"), evaluating(self.policy):
+            metrics = self.evaluator(self.policy, self.reference, self.oracle, self.run_step, ranks)
+        metrics |= self.record.cost_metrics(ranks)
         self.record.history.append({"step": self.run_step, **metrics})
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.run_step)
@@ -241,19 +194,14 @@ class OnlineDPOModule(DPOModule):
     """Online DPO: every step samples pairs from the current policy, labels them, steps once.
     Its prompts come from the trainer's data module (`data.stream.PromptStream`)."""
 
-    def __init__(self, *args: Any, annotator: Annotator, seed: int, ledger_dir: Path | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.annotator, self.seed, self.ledger_dir = annotator, seed, ledger_dir
-
     def on_fit_start(self) -> None:
         super().on_fit_start()
         # Sampling + labelling noise, on the models' device; each rank draws its own.
-        self.generator = torch.Generator(device=self.device).manual_seed(self.seed + 1_000_003 * self.global_rank)
-        if self.ledger_dir is not None:
-            self.ledger = Ledger(self.ledger_dir / f"rank_{self.global_rank}", self.stopwatch)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1_000_003 * self.global_rank)
+        self.ledger = Ledger(self.run.output_dir / "ledger" / f"rank_{self.global_rank}", self.run.stopwatch)
         resumed_at = self.record.step_offset
         if resumed_at:  # continue the noise stream where the last step before the checkpoint left it
-            entry = self.ledger.read(resumed_at - 1, self.trainer.accumulate_grad_batches - 1) if self.ledger else None
+            entry = self.ledger.read(resumed_at - 1, self.trainer.accumulate_grad_batches - 1)
             if entry is None:
                 raise RuntimeError(f"cannot resume at step {resumed_at}: its ledger entry is missing")
             self.generator.set_state(entry["generator"])

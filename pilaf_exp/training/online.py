@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
-from torch.optim import AdamW, Optimizer
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.data.stream import PromptStream
@@ -17,19 +15,16 @@ from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.module import OnlineDPOModule
 from pilaf_exp.training.record import Fitted, RunRecord
 from pilaf_exp.training.resume import latest_checkpoint, resume_from
+from pilaf_exp.training.settings import DPOSettings, Training
 
 
-@dataclass
-class OnlineDPO:
-    beta: float
-    steps: int
-    batch_size: int  # pairs per step, per rank
-    lr: float
-    temperature: float  # of the sampled pairs (the annotator's decode spec)
-    eval_every: int
-    micro_batch_size: int | None = None  # pairs per forward/backward; the rest accumulates
-    weight_decay: float = 0.0  # the optimizer's decay toward zero (not toward the reference)
-    optimizer: Callable[..., Optimizer] = AdamW  # (params, lr, weight_decay) -> optimizer
+@dataclass(kw_only=True)
+class OnlineDPO(DPOSettings):
+    steps: int  # optimizer steps; each labels batch_size pairs per rank
+
+    @property
+    def last_step(self) -> int:
+        return self.steps
 
     def fit(
         self,
@@ -42,33 +37,15 @@ class OnlineDPO:
     ) -> Fitted:
         """Train `policy` (the initial policy, trainable) on `prompts` (the train split)."""
         record = RunRecord()
-        micro = self.micro_batch_size or self.batch_size
         resumed = latest_checkpoint(run.checkpointer, run.resume)
         start = resume_from(policy, record, resumed) if resumed is not None else 0
-        module = OnlineDPOModule(
-            policy,
-            reference,
-            annotator.oracle,
-            evaluator,
-            record,
-            run.stopwatch,
-            beta=self.beta,
-            lr=self.lr,
-            eval_every=self.eval_every,
-            last_step=self.steps,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
-            checkpointer=run.checkpointer,
-            resume_optimizer=resumed[1]["optimizer_states"][0] if resumed else None,
-            annotator=annotator,
-            seed=run.seed,
-            ledger_dir=run.output_dir / "ledger",
-        )
-        stream = PromptStream(prompts, self.batch_size, self.steps, run.seed, micro, start)
+        training = Training(self, policy, reference, annotator, evaluator, run, record)
+        module = OnlineDPOModule(training, resume=resumed[1] if resumed else None)
+        stream = PromptStream(prompts, self.batch_size, self.steps, run.seed, self.micro, start)
         trainer = run.make_trainer(
             max_steps=self.steps - start,
             max_epochs=1,
-            accumulate_grad_batches=self.batch_size // micro,
+            accumulate_grad_batches=self.accumulate,
             use_distributed_sampler=False,  # the prompt stream splits itself across ranks
         )
         with run.stopwatch("fit"):

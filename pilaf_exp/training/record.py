@@ -3,7 +3,6 @@ algorithm hands back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.preference_log import PreferenceLog
 from pilaf_exp.sampling.pairs import PairBatch
 
@@ -74,12 +74,10 @@ class RunRecord:
         self.generation_passes = sum(e["pairs"]["generation_passes"] for e in entries)
         self.selection_passes = sum(e["pairs"]["selection_passes"] for e in entries)
 
-    def cost_metrics(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
-        """Annotations and passes per pair of the whole run (summed over ranks by `reduce`)."""
+    def cost_metrics(self, ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
+        """Annotations and passes per pair of the whole run (summed over the ranks)."""
         totals = torch.tensor([self.pairs_labelled, self.generation_passes, self.selection_passes], dtype=torch.double)
-        if reduce is not None:
-            totals = reduce(totals)
-        pairs, generation, selection = totals.tolist()
+        pairs, generation, selection = ranks.sum(totals).tolist()
         return {
             "annotations/total": 2.0 * pairs,
             "sampling/forward_passes_per_pair": generation / max(pairs, 1),

@@ -1,39 +1,35 @@
-"""Iterative DPO's shared first round (paper protocol): vanilla sampling for every sampler,
-computed once per (reference, oracle, algorithm settings, seed), cached, and loaded by every
-sampler's run, so all of them continue from byte-identical weights."""
+"""Iterative DPO's shared first round (paper protocol): vanilla sampling for every sampler
+(`IterativeDPO.first_round_sampler`), computed once per (reference, oracle, algorithm settings,
+seed), cached, and loaded by every sampler's run, so all of them continue from byte-identical
+weights."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from torch import nn
 from transformers import AutoModelForCausalLM
 
 from pilaf_exp.infra.cache import build_once, cache_key, file_sha256
-from pilaf_exp.labelling.annotate import Annotator
-from pilaf_exp.sampling.samplers import VanillaSampler
-from pilaf_exp.training.context import RunContext
 from pilaf_exp.training.record import RunRecord
 from pilaf_exp.training.resume import restore
+from pilaf_exp.training.settings import Training
 
-# Runs one round: (record, annotator, checkpoint to resume from or None) -> trains the policy in place.
-RoundRunner = Callable[[RunRecord, Annotator, "dict | None"], None]
+# Runs one round: (the round's training parts, checkpoint to resume from or None) -> trains the policy in place.
+RoundRunner = Callable[[Training, "dict | None"], None]
 
 
 def shared_first_round(
-    settings: dict,
-    run_round: RoundRunner,
-    policy: nn.Module,
-    annotator: Annotator,
-    run: RunContext,
-    resume: dict | None = None,
+    settings: dict, run_round: RoundRunner, training: Training, resume: dict | None = None
 ) -> RunRecord:
-    """Load round 1 into `policy` and return its record, or run it with `run_round` (from `resume`, a
-    checkpoint taken while this run was building it, when given) and cache it first. `settings`: the
-    algorithm's settings that fix a round's outcome (part of the cache key)."""
+    """Load round 1 into `training.policy` and return its record, or run it with `run_round` (from
+    `resume`, a checkpoint taken while this run was building it, when given) and cache it first.
+    `training`: the run's parts with round 1's annotator; `settings`: the algorithm's settings that
+    fix a round's outcome (part of the cache key)."""
+    policy, run = training.policy, training.run
     spec = {"stage": "iterative_dpo_round_1", "base": run.cache_spec, "algo": settings, "seed": run.seed}
     target = run.cache_dir / "iteration_1" / cache_key(spec)
 
@@ -41,7 +37,7 @@ def shared_first_round(
         record = RunRecord()
         if resume is not None:
             restore(policy, record, resume)
-        run_round(record, annotator.with_sampler(VanillaSampler()), resume)
+        run_round(replace(training, record=record), resume)
         policy.save_pretrained(entry / "policy")
         shutil.copytree(run.output_dir / "preferences" / "iteration_1", entry / "preferences")
         (entry / "record.json").write_text(json.dumps({"spec": spec, **record.state()}, indent=2))

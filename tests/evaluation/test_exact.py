@@ -48,7 +48,9 @@ def parts(tmp_path_factory):
 
 def test_exact_evaluation_of_the_sft_policy_is_the_reference_value(parts):
     exact = parts.evaluator.exact
-    assert exact is not None and exact.due(0, last=False) and exact.due(7, last=True)
+    schedule = parts.evaluator.schedule  # exact values at the first and the last step (eval.exact_every: null)
+    assert exact is not None and schedule.exact_due(0) and schedule.exact_due(schedule.last)
+    assert not schedule.exact_due(schedule.every)
     values = exact(parts.world.reference)
     optimum = exact.table.optimum(exact.beta)
     assert values["exact/kl"] == pytest.approx(0.0, abs=1e-6)

@@ -39,3 +39,21 @@ def test_without_the_protocol_switch_round_one_uses_the_sampler(small_cfg, tmp_p
     round1 = datasets.load_from_disk(str(tmp_path / "h" / "preferences" / "iteration_1"))
     assert set(round1["source_b"]) == {"reference"}
     assert "round1/checkpoint_sha256" not in summary
+
+
+def test_round_one_sampler_is_the_configured_option_and_part_of_the_round_key():
+    from hydra.utils import instantiate
+
+    from pilaf_exp.infra.cache import cache_key
+    from pilaf_exp.infra.cli import compose_config
+    from pilaf_exp.sampling.samplers import HybridSampler, VanillaSampler
+
+    default = compose_config("output_dir=/tmp/x", *ITERATIVE, "sampler=pilaf")
+    algorithm = instantiate(default.algo)
+    assert type(algorithm.first_round_sampler) is VanillaSampler  # conf/sampler/vanilla.yaml, whatever sampler= says
+    # The key of the shared round is fixed by the settings, not by the objects' addresses.
+    assert cache_key(algorithm.settings()) == cache_key(instantiate(default.algo).settings())
+    hybrid = compose_config("output_dir=/tmp/x", *ITERATIVE, "sampler@algo.first_round_sampler=hybrid")
+    other = instantiate(hybrid.algo)
+    assert type(other.first_round_sampler) is HybridSampler
+    assert cache_key(other.settings()) != cache_key(algorithm.settings())

@@ -25,6 +25,9 @@ class ModeSpy:
         self.seen.append(policy.training)
         return self.inner(policy, *args, **kwargs)
 
+    def __getattr__(self, name):  # the rest as the wrapped object has it (the evaluator's schedule)
+        return getattr(self.inner, name)
+
 
 @pytest.mark.parametrize("algo", ["online", "iterative"])
 def test_train_mode_for_the_loss_eval_mode_for_sampling_and_evaluation(small_cfg, algo):
@@ -62,23 +65,14 @@ def test_train_mode_for_the_loss_eval_mode_for_sampling_and_evaluation(small_cfg
 
 def test_optimizer_and_weight_decay_come_from_the_config(small_cfg):
     from pilaf_exp.training.module import DPOModule
+    from pilaf_exp.training.settings import Training
 
     parts = build_parts(small_cfg("algo.weight_decay=0.05", "algo.lr=2e-4"))
     algorithm = parts.algorithm
-    module = DPOModule(
-        parts.world.reference,
-        parts.world.reference,
-        parts.world.oracle,
-        parts.evaluator,
-        None,
-        None,
-        beta=0.1,
-        lr=algorithm.lr,
-        eval_every=1,
-        last_step=1,
-        optimizer=algorithm.optimizer,
-        weight_decay=algorithm.weight_decay,
+    training = Training(
+        algorithm, parts.world.reference, parts.world.reference, parts.annotator, parts.evaluator, parts.context, None
     )
+    module = DPOModule(training)
     optimizer = module.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["weight_decay"] == 0.05 and optimizer.param_groups[0]["lr"] == 2e-4
