@@ -20,6 +20,7 @@ from pilaf_exp.report.stats import LEVEL, mean_ci, t_cdf, t_quantile
 
 POWER = 0.8
 ALPHA = 1 - LEVEL  # 0.05, two-sided for better / worse, each one-sided test of TOST at it
+MARGIN_SHARE = 0.05  # the equivalence margin, a share of J* - J(pi_ref) (docs/results/protocol.yaml, rule)
 GRID = 4001  # points (odd) of the quadrature over the chi variable (noncentral t): error below 1e-8
 
 
@@ -145,6 +146,14 @@ class Decision:
         return f"{self.word}: {interval}" if self.word != "n/a" else "n/a"
 
 
+def margin_of(runs) -> float:
+    """The equivalence margin of a group's runs (their summaries): MARGIN_SHARE x the mean exact
+    J* - J(pi_ref); NaN when the task has no exact optimum."""
+    if not {"optimum/J_star", "optimum/J_ref"} <= set(runs.columns):
+        return math.nan
+    return MARGIN_SHARE * float((runs["optimum/J_star"] - runs["optimum/J_ref"]).mean())
+
+
 def decide(differences: Sequence[float] | np.ndarray, margin: float, higher_is_better: bool = True) -> Decision:
     """Better / worse when the 95% paired t interval excludes zero; else equivalent within ±margin when
     TOST rejects at 5%; else underpowered, with the minimum detectable difference at 80% power."""
@@ -165,3 +174,20 @@ def decide(differences: Sequence[float] | np.ndarray, margin: float, higher_is_b
         word = "underpowered"
     mde = minimum_detectable(sd, interval.n)
     return Decision(word, interval.mean, interval.low, interval.high, interval.n, p, equivalence.p, margin, mde)
+
+
+def holm_words(decisions: Sequence[Decision], higher_is_better: Sequence[bool]) -> tuple[list[str], list[float]]:
+    """A family's verdict words after Holm: better / worse when the adjusted paired t p < alpha,
+    equivalent when the adjusted TOST p < alpha, else underpowered (n/a without an interval); and the
+    adjusted paired t p-values."""
+    adjusted = holm([d.p for d in decisions])
+    equivalent = holm([d.tost_p for d in decisions])
+    words = []
+    for decision, higher, p, p_equivalent in zip(decisions, higher_is_better, adjusted, equivalent):
+        if decision.n < 2:
+            words.append("n/a")
+        elif p < ALPHA:
+            words.append("better" if (decision.mean > 0) == higher else "worse")
+        else:
+            words.append("equivalent" if p_equivalent < ALPHA else "underpowered")
+    return words, adjusted

@@ -31,9 +31,12 @@ machine (2 CPU cores); this rebuild {wall / 60:.1f} min. Every run is kept under
 
 How to read the tables: J = reward - beta KL (beta 0.1). "exact" values are computed by enumerating
 every response of the first 16 test prompts (no sampling noise); "sampled" ones come from 256 test
-prompts. Intervals are 95% Student-t intervals over seeds; comparisons with {BASELINE_SAMPLER} are
-paired by seed (same prompts, same start). A sampler is called better or worse only when the paired
-interval excludes zero; otherwise it is a tie. Seeds 0-9 were fixed before any run.
+prompts; no metric mixes the two, and every caption names its scale. Intervals are 95% Student-t
+intervals over seeds; comparisons with {BASELINE_SAMPLER} are paired by seed (same prompts, same start).
+Each comparison ends in one word: better / worse when the paired interval excludes zero; equivalent
+within ±m when two one-sided t tests put the difference inside the margin m (5% of J* - J(pi_ref));
+otherwise underpowered, printed with the minimum difference the seeds could detect at 80% power (MDE).
+Secondary tables are exploratory and Holm-corrected within each claim.
 
 """
 
@@ -58,7 +61,8 @@ Chosen: **lr = {lr:g}**. PILAF's runs at the same grid (not read by the rule) sh
 
 
 def verdict(table: Path) -> str:
-    """Reproduces / refutes / cannot tell, from the endpoint table's paired J difference."""
+    """Reproduces / refutes / equivalent within ±m / underpowered (MDE), from the endpoint table's paired
+    J difference."""
     stats = pd.read_csv(table, index_col=0)
     if CANDIDATE not in stats.index or "J diff verdict" not in stats:
         return f"cannot tell: no paired {CANDIDATE} - {BASELINE_SAMPLER} comparison in this sweep"
@@ -69,7 +73,12 @@ def verdict(table: Path) -> str:
         return f"**reproduces**: {CANDIDATE}'s final J is higher, paired difference {interval} over {pairs}"
     if row["J diff verdict"] == "worse":
         return f"**refutes**: {CANDIDATE}'s final J is lower, paired difference {interval} over {pairs}"
-    return f"**cannot tell**: the paired difference {interval} over {pairs} holds zero (a tie)"
+    if row["J diff verdict"] == "equivalent":
+        return f"**equivalent within ±{row['J diff margin']:.3f}**: paired difference {interval} over {pairs}"
+    return (
+        f"**underpowered**: the paired difference {interval} over {pairs} holds zero and does not fit a margin; "
+        f"the smallest difference these seeds detect at 80% power is {row['J diff mde']:.3f}"
+    )
 
 
 def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> str:
