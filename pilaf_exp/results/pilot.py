@@ -122,10 +122,15 @@ def stability(runs: pd.DataFrame, rule: dict) -> pd.DataFrame:
     return table
 
 
+def protocol_order(runs: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(runs["candidate"]))
+
+
 def spread(runs: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
     """Per (candidate, endpoint): mean, between-seed sd, mean gain over J(pi_ref) and sd / gain."""
     rows = []
-    for candidate, group in runs[runs["candidate"].isin(kept)].groupby("candidate"):
+    for candidate in [c for c in protocol_order(runs) if c in kept]:
+        group = runs[runs["candidate"] == candidate]
         j_ref = float(group["J_ref"].mean())
         for endpoint in ("final", "late_mean", "area"):
             values = group[endpoint]
@@ -147,7 +152,7 @@ def spread(runs: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
 
 def chosen_block(runs: pd.DataFrame, table: pd.DataFrame, rule: dict, protocol: dict) -> dict:
     """Steps 2-4 of the rule: the (candidate, endpoint) pair, the margin, the paired sd, the seeds."""
-    best = table.sort_values("sd / gain").iloc[0]
+    best = table.sort_values("sd / gain", kind="stable").iloc[0]  # ties: the first in the file's order
     group = runs[runs["candidate"] == best["candidate"]]
     achievable = float((group["J_star"] - group["J_ref"]).mean())
     margin = rule["margin_share"] * achievable
@@ -180,6 +185,9 @@ def choose(runs_dir: Path, path: Path = PROTOCOL) -> dict:
     protocol = load_protocol(path)
     rule = protocol["rule"]
     runs = per_run(runs_dir)
+    if not runs.empty:  # the protocol file's order of candidates (ties go to the first)
+        order = {name: i for i, name in enumerate(protocol["candidates"])}
+        runs = runs.sort_values("candidate", key=lambda c: c.map(order), kind="stable")
     if runs.empty:
         print(f"error: no pilot runs (summary.json) under {runs_dir}", file=sys.stderr)
         sys.exit(2)
