@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from pilaf_exp.report.decide import minimum_detectable, seeds_needed
-from pilaf_exp.report.tables import load_runs
+from pilaf_exp.report.tables import load_runs, markdown
 from pilaf_exp.results.protocol import run_checks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,38 +181,66 @@ def write_chosen(block: dict, path: Path = PROTOCOL) -> None:
     path.write_text(head.rstrip("\n").removesuffix(note.rstrip("\n")).rstrip("\n") + "\n\n" + note + body)
 
 
-def choose(runs_dir: Path, path: Path = PROTOCOL) -> dict:
-    protocol = load_protocol(path)
+def evaluation_error(runs_dir: Path, block: dict, rule: dict) -> dict:
+    """Rule 5, from `python -m pilaf_exp.results.eval_error` on the chosen candidate (empty before it ran)."""
+    path = runs_dir / block["candidate"] / "eval_error.json"
+    if not path.exists():
+        return {}
+    measured = json.loads(path.read_text())
+    error, prompts = measured["median standard error"], measured["runs"][0]["prompts"]
+    bound = rule["max_error_share"] * block["between_seed_sd"]
+    return {
+        "median_standard_error": round(error, 4),
+        "prompts": prompts,
+        "bound": round(bound, 4),
+        "within_bound": bool(error <= bound),
+        "prompts_for_bound": int(math.ceil(prompts * (error / bound) ** 2)),
+    }
+
+
+def evaluate(runs_dir: Path, protocol: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The rule applied to the pilot runs: the stability table, the spread table, the chosen block."""
     rule = protocol["rule"]
     runs = per_run(runs_dir)
-    if not runs.empty:  # the protocol file's order of candidates (ties go to the first)
-        order = {name: i for i, name in enumerate(protocol["candidates"])}
-        runs = runs.sort_values("candidate", key=lambda c: c.map(order), kind="stable")
     if runs.empty:
         print(f"error: no pilot runs (summary.json) under {runs_dir}", file=sys.stderr)
         sys.exit(2)
+    order = {name: i for i, name in enumerate(protocol["candidates"])}  # ties go to the first
+    runs = runs.sort_values("candidate", key=lambda c: c.map(order), kind="stable")
     stable = stability(runs, rule)
-    kept = list(stable.index[stable["stays in"]])
-    table = spread(runs, kept)
+    table = spread(runs, list(stable.index[stable["stays in"]]))
     block = chosen_block(runs, table, rule, protocol)
+    block["evaluation_error"] = evaluation_error(runs_dir, block, rule)
+    runs.to_csv(runs_dir / "pilot_per_run.csv", index=False)
+    return stable, table, block
+
+
+def choose(runs_dir: Path, path: Path = PROTOCOL, write: bool = True) -> dict:
+    """Apply the rule, print its tables, and (with `write`) write the `chosen:` block."""
+    protocol = load_protocol(path)
+    stable, table, block = evaluate(runs_dir, protocol)
+    report = runs_dir / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "pilot_stability.md").write_text(markdown(stable.round(3)))
+    (report / "pilot_spread.md").write_text(markdown(table.round(4).set_index("candidate")))
     print(stable.round(3).to_string())
     print(table.round(4).to_string(index=False))
-    runs.to_csv(runs_dir / "pilot_per_run.csv", index=False)
-    write_chosen(block | {"stability": stable.round(4).reset_index().to_dict("records")}, path)
+    if write:
+        write_chosen(block | {"stability": stable.round(4).reset_index().to_dict("records")}, path)
     print(yaml.safe_dump(block, sort_keys=False))
     return block
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="The protocol's pilot runs and its rule.")
-    parser.add_argument("command", choices=["run", "choose"])
+    parser.add_argument("command", choices=["run", "choose", "check"], help="check: apply the rule, write nothing")
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs" / "pilot")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "run":
         run_pilot(load_protocol(), args.runs, args.jobs)
     else:
-        choose(args.runs)
+        choose(args.runs, write=args.command == "choose")
 
 
 if __name__ == "__main__":
