@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.results.protocol import MAX_J_DROP, MAX_KL_JUMP
+from pilaf_exp.results.primary import primary_table
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
 SECTIONS = (
@@ -41,23 +41,36 @@ Secondary tables are exploratory and Holm-corrected within each claim.
 """
 
 
-def protocol_section(report_dir: Path, lr: float) -> str:
-    rule = (report_dir / "protocol_rule.md").read_text()
-    return f"""## Protocol (fixed before the sampler comparisons)
+def protocol_section(protocol: dict, pilot_report: Path) -> str:
+    """The protocol file's rule and the values its pilot chose (docs/results/protocol.yaml)."""
+    chosen, rule = protocol.get("chosen"), protocol["rule"]
+    candidates = "; ".join(
+        f"{name}: "
+        + ", ".join(
+            f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}" for key, value in overrides.items()
+        )
+        for name, overrides in protocol["candidates"].items()
+    )
+    text = f"""## Protocol (committed before the claim runs: docs/results/protocol.yaml)
 
-Online DPO, 300 steps of 64 pairs (38,400 annotations), beta 0.1, AdamW without weight decay,
-Bradley-Terry labels; 10 seeds per sampler (0-9). The learning rate is the only value chosen, on
-protocol seeds 100-102 that no table uses, from vanilla's runs alone, by this rule: the largest lr of
-{{1e-4, 2e-4, 3e-4}} at which vanilla, in every protocol seed, never loses more than {MAX_J_DROP} of
-exact J between consecutive exact evaluations (every 100 steps) and never jumps by more than
-{MAX_KL_JUMP} nats of sampled KL between consecutive evaluations (every 25 steps); the smallest lr when
-none qualifies. The embedded task itself was not changed. Vanilla's worst drop and jump per lr:
-
-{rule}
-Chosen: **lr = {lr:g}**. PILAF's runs at the same grid (not read by the rule) show the sensitivity:
-![lr sensitivity](docs/results/protocol_lr/protocol_lr_sensitivity.png)
-
+Stabiliser candidates, all at 38,400 annotations of online DPO: {candidates}. The rule, written before
+the pilot ran: from vanilla-only runs on seeds {protocol["pilot"]["seeds"]} (no table uses them), keep
+the candidates whose every seed loses no more than {rule["max_exact_drop"]} exact J between consecutive
+exact evaluations and jumps no more than {rule["max_kl_jump"]} nats of sampled KL between consecutive
+sampled ones; among them take the (candidate, primary endpoint) with the smallest between-seed sd over
+its gain. Margin m = {rule["margin_share"]:.0%} of J* - J(pi_ref); seeds: the fewest at which a paired t
+test (paired sd = sqrt(2) x the pilot sd) detects m with {rule["power"]:.0%} power.
 """
+    if not chosen:
+        return text + "\nThe pilot has not been run to the end yet: no value is chosen and no claim was run.\n"
+    for name in ("pilot_stability.md", "pilot_spread.md"):
+        if (pilot_report / name).exists():
+            text += "\n" + (pilot_report / name).read_text()
+    return text + (
+        f"\nChosen: **{chosen['candidate']}**, primary endpoint **{chosen['endpoint']}** (between-seed sd "
+        f"{chosen['between_seed_sd']}), margin m = {chosen['margin']}, **{chosen['seeds_per_sampler']} seeds** per "
+        f"sampler for an MDE of m at 80% power (at 10 seeds the MDE is {chosen['mde_at_10_seeds']}).\n"
+    )
 
 
 def verdict(table: Path) -> str:
@@ -81,12 +94,17 @@ def verdict(table: Path) -> str:
     )
 
 
-def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> str:
+def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path, chosen: dict | None = None) -> str:
     group = name
-    parts = [
-        f"## {claim}\n",
-        f"Sweep `{name}` ({sweep_dir}). Verdict on the final J: {verdict(report_dir / f'{group}_table.csv')}.\n",
-    ]
+    parts = [f"## {claim}\n"]
+    if chosen:
+        endpoint, margin = chosen["endpoint"], chosen["margin"]
+        table = primary_table(sweep_dir, endpoint, margin)
+        parts.append(
+            f"Sweep `{name}` ({sweep_dir}). Primary endpoint (the protocol's): exact J, {endpoint}; each sampler "
+            f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}:\n\n{table}"
+        )
+    parts.append(f"Final exact J (secondary): {verdict(report_dir / f'{group}_table.csv')}.\n")
     for stem, title in (
         ("table", "Final policy"),
         ("curves", "Whole curves"),
