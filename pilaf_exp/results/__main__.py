@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
+
+from pilaf_exp.infra.cli import compose_config
 
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
@@ -94,6 +97,24 @@ def pilot(runs: Path, jobs: int, only_write: bool) -> dict:
     return protocol
 
 
+def check_sweeps(protocol: dict, names: list[str]) -> None:
+    """Before any claim run: the protocol has chosen its values and every claim's sweep file carries them."""
+    chosen = protocol.get("chosen")
+    if not chosen:
+        print(
+            "error: docs/results/protocol.yaml has no chosen block yet: run `python -m pilaf_exp.results.pilot "
+            "choose` and commit it before any claim run",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    for name in names:
+        cfg = compose_config(f"+sweep={name}")
+        wrong = {k: OmegaConf.select(cfg, k) for k, v in chosen["overrides"].items() if OmegaConf.select(cfg, k) != v}
+        if wrong:
+            print(f"error: sweeps/{name}.yaml has {wrong}; the protocol chose {chosen['overrides']}", file=sys.stderr)
+            sys.exit(2)
+
+
 def provenance() -> dict[str, str]:
     import lightning
     import torch
@@ -129,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     protocol = pilot(args.runs, args.jobs, args.only_write)
+    if not args.only_write:
+        check_sweeps(protocol, args.sweeps)
     sections = [protocol_section(protocol, DOCS / "pilot")]
     for name in args.sweeps:
         sweep_dir = args.runs / name
