@@ -30,7 +30,6 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
-
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
