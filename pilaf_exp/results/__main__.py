@@ -12,7 +12,8 @@
    the gradient analysis (docs/results/gradients.md, `make gradients`): no number in it is typed.
    Every run is kept under --runs (default results/runs/<date>).
 
-With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs.
+With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs, or, when
+none is there, from the raw runs kept in the repository (results/kept/, `results.keep`) unpacked there.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
+from pilaf_exp.results.keep import KEPT, unpack
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
@@ -141,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweeps", nargs="+", default=list(DEFAULT_CLAIMS), choices=list(CLAIMS), help="claims to run")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    if args.only_write and not any((args.runs / name / "done").exists() for name in args.sweeps):
+    finished = lambda: any((args.runs / name / "done").exists() for name in args.sweeps)  # noqa: E731
+    if args.only_write and not finished() and any(KEPT.glob("*.tar.xz")):
+        unpack(KEPT, args.runs)  # the raw runs kept in the repository (results/kept/)
+    if args.only_write and not finished():
         print(
             f"error: --only-write found no finished claim sweep ({', '.join(args.sweeps)}) under {args.runs}; "
             "RESULTS.md left as it is",
