@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=16, help="exact prompts (the first N test prompts)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default: <runs>/eval_error.json)")
     args = parser.parse_args(argv)
-    run_dirs = sorted(p.parent for p in args.runs.rglob("policy/config.json"))
+    run_dirs = sorted(p.parent.parent for p in args.runs.rglob("policy/config.json"))
     if not run_dirs:
         print(
             f"error: no saved policies (policy/config.json) under {args.runs}; run with save_policy=true",
