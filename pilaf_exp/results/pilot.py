@@ -175,7 +175,9 @@ def chosen_block(runs: pd.DataFrame, table: pd.DataFrame, rule: dict, protocol: 
 def write_chosen(block: dict, path: Path = PROTOCOL) -> None:
     """Replace the `chosen:` block at the end of the protocol file (the rule above it untouched)."""
     text = path.read_text()
-    head = text[: text.index(CHOSEN)] if CHOSEN in text.splitlines() else text.rstrip("\n") + "\n\n"
+    lines = text.splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.rstrip() == CHOSEN), len(lines))  # the block's own line
+    head = "".join(lines[:at])
     note = "# Written by `python -m pilaf_exp.results.pilot choose` from the pilot runs (the rule above).\n"
     body = yaml.safe_dump({"chosen": block}, sort_keys=False, width=110)
     path.write_text(head.rstrip("\n").removesuffix(note.rstrip("\n")).rstrip("\n") + "\n\n" + note + body)
