@@ -59,7 +59,7 @@ bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, r
 clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 	rm -rf outputs multirun .pytest_cache
 
-results: install  ## every sweep behind RESULTS.md (protocol, Tables 2-3, Fig. 4; 10 seeds), their reports, RESULTS.md
+results: install  ## the protocol pilot (docs/results/protocol.yaml), the claims it covers, their reports, RESULTS.md
 	$(PY) -m pilaf_exp.results $(ARGS)
 
 gradients: install  ## the exact gradient analysis (5 vanilla runs, SFT + steps 100-300, ~2.5 h on 2 cores): docs/results/gradients.md

@@ -10,10 +10,11 @@ import pandas as pd
 from pilaf_exp.analysis.gradients_table import RELATIVE
 from pilaf_exp.analysis.prose import CAVEATS, CLAIMS, METHOD, THEORY
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.report.stats import paired, verdict
+from pilaf_exp.report.decide import decide, holm_words
 
 PILAF, T_PILAF = "pilaf", "t_pilaf"
-KEYS = {"cosine": "cosine", "gain/annotation": "gain_per_annotation", "SNR": "snr"}  # report column -> result key
+# report column -> result key; the cosine is the debiased one (gradients_table)
+KEYS = {"cosine": "cosine_debiased", "gain/annotation": "gain_per_annotation", "SNR": "snr"}
 # (the paper's claim, report column, what it measures)
 CLAIM_METRICS = (
     ("i", "cosine", "cosine with grad J"),
@@ -48,9 +49,9 @@ def comparison(stats: pd.Series, column: str, form: str) -> str:
 
 
 def claim_verdict(summary: pd.DataFrame, column: str, trained: list[int], sampler: str = PILAF) -> str:
-    """`sampler` against vanilla on one metric, step by step (95% paired intervals, not corrected for
-    the number of steps): agrees (better at every step), disagrees (worse somewhere, better nowhere),
-    mixed, or not resolved."""
+    """`sampler` against vanilla on one metric, step by step (Holm-adjusted over the metric's family,
+    `gradients_table.summarise`): agrees (better at every step), disagrees (worse somewhere, better
+    nowhere), mixed, or not resolved."""
     if sampler not in set(summary["sampler"]) or f"{column} vs {BASELINE_SAMPLER}" not in summary.columns:
         return f"not measured (no {sampler} and vanilla results to pair)"
     calls = [step_rows(summary, s).loc[sampler].get(f"{column} vs {BASELINE_SAMPLER}", "n/a") for s in trained]
@@ -64,14 +65,18 @@ def claim_verdict(summary: pd.DataFrame, column: str, trained: list[int], sample
         return f"**disagrees**: {sampler} below vanilla at step(s) {', '.join(worse)}, never above"
     if worse:
         return f"**mixed**: {sampler} above vanilla at step(s) {', '.join(better)}, below at {', '.join(worse)}"
-    return f"**not resolved**: {sampler} above vanilla at {len(better)} of {len(trained)} trained steps, ties elsewhere"
+    return (
+        f"**not resolved**: {sampler} above vanilla at {len(better)} of {len(trained)} trained steps, "
+        "no difference shown elsewhere (underpowered after Holm)"
+    )
 
 
 def pooled(rows: pd.DataFrame, sampler: str) -> str:
-    """`sampler` against vanilla pooled over every trained (seed, step): one paired interval per metric."""
+    """`sampler` against vanilla pooled over every trained (seed, step): one paired interval per metric,
+    the three metrics one Holm family."""
     trained = rows[rows["step"] > 0].set_index(["seed", "step"])
     mine, base = trained[trained["sampler"] == sampler], trained[trained["sampler"] == BASELINE_SAMPLER]
-    cells = [paired_cell(mine[key], base[key].reindex(mine.index), column) for column, key in KEYS.items()]
+    cells = paired_cells([(mine[key], base[key].reindex(mine.index), column) for column, key in KEYS.items()])
     return f"* {sampler} - vanilla pooled over the {len(mine)} trained (seed, step): " + "; ".join(cells) + "."
 
 
@@ -87,10 +92,10 @@ def agreement(summary: pd.DataFrame, rows: pd.DataFrame) -> str:
         lines.append(pooled(rows, sampler))
     for step in sorted(summary["step"].unique()):
         here = rows[rows["step"] == step]
-        means = here.groupby("sampler")["cosine"].mean()
-        below = int(((1 - here["cosine"]) > 3 * here["cosine_mc_error"]).sum())
+        means = here.groupby("sampler")["cosine_debiased"].mean()
+        below = int(((1 - here["cosine_debiased"]) > 3 * here["cosine_mc_error"]).sum())
         lines.append(
-            f"* Step {step}: mean cosines {means.min():.3f} ({means.idxmin()}) to {means.max():.3f} "
+            f"* Step {step}: mean debiased cosines {means.min():.3f} ({means.idxmin()}) to {means.max():.3f} "
             f"({means.idxmax()}); 1 - cosine exceeds 3x its two-halves Monte Carlo error in {below} of "
             f"{len(here)} (analysis, sampler)."
         )
@@ -141,14 +146,20 @@ def findings(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def paired_cell(mine: pd.Series, base: pd.Series, column: str) -> str:
-    """One metric of a sampler against another, paired by seed: the difference (the gain: ratio - 1)."""
-    relative = column == "gain/annotation"
-    comparison = paired((mine / base - 1 if relative else mine - base).dropna())
-    d, form = comparison.difference, RELATIVE if relative else "{:+.4f}"
-    label = f"{column} (ratio - 1)" if relative else column
-    call = verdict(comparison, higher_is_better=True)
-    return f"{label} {form.format(d.mean)} [{form.format(d.low)}, {form.format(d.high)}] ({call})"
+def paired_cells(comparisons: list[tuple[pd.Series, pd.Series, str]]) -> list[str]:
+    """Metrics of a sampler against another, paired by seed: each difference (the gain: ratio - 1) and
+    its word, the list one Holm family."""
+    decisions = []
+    for mine, base, column in comparisons:
+        relative = column == "gain/annotation"
+        decisions.append(decide((mine / base - 1 if relative else mine - base).dropna(), float("nan")))
+    words, _ = holm_words(decisions, [True] * len(decisions))
+    cells = []
+    for (_, _, column), d, word in zip(comparisons, decisions, words):
+        relative = column == "gain/annotation"
+        form, label = (RELATIVE, f"{column} (ratio - 1)") if relative else ("{:+.4f}", column)
+        cells.append(f"{label} {form.format(d.mean)} [{form.format(d.low)}, {form.format(d.high)}] ({word})")
+    return cells
 
 
 def coefficient_lines(rows: pd.DataFrame) -> list[str]:
@@ -159,7 +170,7 @@ def coefficient_lines(rows: pd.DataFrame) -> list[str]:
         base = here[here["sampler"] == PILAF].set_index("seed")
         for name in sorted(n for n in here["sampler"].unique() if n.startswith(f"{PILAF}[")):
             mine = here[here["sampler"] == name].set_index("seed")
-            cells = [paired_cell(mine[key], base[key], column) for column, key in KEYS.items()]
+            cells = paired_cells([(mine[key], base[key], column) for column, key in KEYS.items()])
             lines.append(f"* Step {step}, {name} - pilaf: " + "; ".join(cells) + ".")
     return lines
 
@@ -213,8 +224,11 @@ def section(summary: pd.DataFrame, rows: pd.DataFrame, records: list[dict], tabl
         f"{first['prompts']} test prompts, {pairs_text(first)}; policies at steps {steps}, seeds "
         f"{', '.join(map(str, seeds))} ({len(records)} analyses).",
         THEORY,
-        "## Results\n\nMean over seeds [95% t interval]; 'X - vanilla' paired by seed, (better/worse) only when "
-        "its interval excludes 0. MC error: median over seeds of the cosine's two-halves error.\n\n" + table,
+        "## Results\n\nMean over seeds [95% t interval]; cosine = the debiased cosine (the pooled gradient's "
+        "projection on grad J over the norm from the product of its two independent halves; the plain cosine is "
+        "pulled toward 0 by Monte Carlo noise). 'X - vanilla' paired by seed, (better/worse) when its Holm-adjusted "
+        "p < 0.05 within the metric's family (every step and sampler), else underpowered. MC error: median over "
+        "seeds of the cosine's two-halves error.\n\n" + table,
         f"![cosine, gain and SNR by sampler along training]({figure})",
         "## Does it agree?\n\n" + agreement(summary, rows),
         "### By step\n\n" + "\n".join(findings(summary)),

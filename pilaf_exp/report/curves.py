@@ -1,24 +1,24 @@
 """Curves, not endpoints: each run's whole J-vs-annotations curve reduced to a few numbers, and every
 sampler compared with vanilla seed by seed (runs of one seed share prompts and starting policy).
 
-Per run (one directory), with budget = its final `annotations/total`:
-- "J last 10%": mean sampled `eval/J` over the evaluations with step >= 0.9 x the final step (the
-  endpoint with less evaluation noise); the exact J there when the run has no sampled J.
-- "J @ q%": J at q x budget, interpolated linearly in annotations between the exact evaluations
-  (`exact/J`, no sampling noise) when a run has >= 3 of them (`eval.exact_every` set), else between
-  the sampled ones.
-- "J AUC": the trapezoid area under J against annotations divided by the annotations it spans
-  (0 to budget), i.e. the mean J over the budget; over the same curve as "J @ q%".
-- "annotations to q% gain": where the sampled `eval/J` curve first reaches J_0 + q G (linear
-  interpolation as in `efficiency.annotations_to_reach`), J_0 = the run's step-0 J (exact where
-  present) and G = vanilla's final gain = mean over vanilla's seeds of final J - step-0 J (exact where
-  present); NaN = not reached. Omitted when G <= 0 (a share of no gain means nothing).
-The curve for "J @ q%" and the area starts at (0 annotations, step-0 J): the starting policy needs no
-annotations, although iterative DPO evaluates it after labelling round 1; an annotation count shared by
-several evaluations (a round's training) keeps the latest, the J those annotations bought, so rounds
-are joined by straight lines. The crossing instead reads the evaluations as they are: a target met
-during round 1's training costs round 1's whole count. Where a sampler and seed have several runs (a
-re-run in the same tree), their metrics are averaged before pairing.
+One scale per table: a group's curves are read from the exact evaluations (`exact/J`, enumerated, no
+sampling noise) when every run has >= 3 of them (`eval.exact_every` set), else from the sampled ones
+(`eval/J`) for every run; the caption names which. Every metric below reads that one curve. Per run
+(one directory), with budget = its final `annotations/total`:
+- "J @ q%": J at q x budget (q = 25, 50, 75%), interpolated linearly in annotations between the curve's
+  evaluations. J at 100% is the final table's column and is not repeated here; the area under the
+  curve, a fixed linear combination of the same points, is not reported either.
+- "annotations to q% gain": where the curve first reaches J_0 + q G (linear interpolation between the
+  evaluations as they are, `efficiency.annotations_to_reach`), J_0 = the run's step-0 J and G =
+  vanilla's final gain = mean over vanilla's seeds of final J - step-0 J, all on the same curve;
+  NaN = not reached. Omitted when G <= 0 (a share of no gain means nothing).
+The curve for "J @ q%" starts at (0 annotations, step-0 J): the starting policy needs no annotations,
+although iterative DPO evaluates it after labelling round 1; an annotation count shared by several
+evaluations (a round's training) keeps the latest, the J those annotations bought, so rounds are joined
+by straight lines. The crossing instead reads the evaluations as they are: a target met during round
+1's training costs round 1's whole count. Where a sampler and seed have several runs (a re-run in the
+same tree), their metrics are averaged before pairing. Every comparison here is secondary: its verdict
+word is read from Holm-adjusted p-values over the whole table (`decide.holm_words`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import numpy as np
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.report.decide import decide, holm_words
 from pilaf_exp.report.efficiency import ANNOTATIONS, annotations_to_reach
 from pilaf_exp.report.stats import Interval, Paired, mean_ci, paired, verdict
 
 SAMPLED, EXACT = "eval/J", "exact/J"
-LAST_SHARE = 0.1
 # A curve read from exact points needs one between the first and the last: with those two alone (the
 # sweeps' default schedule, eval.exact_every: null) the sampled curve is the better account.
 MIN_EXACT_POINTS = 3
-BUDGET_SHARES = (0.25, 0.5, 0.75, 1.0)
+BUDGET_SHARES = (0.25, 0.5, 0.75)
 GAIN_SHARES = (0.25, 0.5, 0.75)
 MARKERS = {"better": "▲", "worse": "▼"}
 
@@ -51,10 +51,8 @@ def to_gain(share: float) -> str:
     return f"annotations to {100 * share:.0f}% gain"
 
 
-# metric -> higher is better, in the table's order: J of any kind up, annotations needed down.
-DIRECTIONS = {"J last 10%": True, **{j_at_share(s): True for s in BUDGET_SHARES}, "J AUC": True} | {
-    to_gain(s): False for s in GAIN_SHARES
-}
+# metric -> higher is better, in the table's order: J up, annotations needed down.
+DIRECTIONS = {j_at_share(s): True for s in BUDGET_SHARES} | {to_gain(s): False for s in GAIN_SHARES}
 
 
 def points(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,32 +67,23 @@ def points(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     return rows[ANNOTATIONS].to_numpy(float), rows[column].to_numpy(float)
 
 
-def curve(run: pd.DataFrame, min_exact: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact curve when it has at least `min_exact` points, else the sampled one."""
-    x, y = points(run, EXACT)
-    return (x, y) if len(x) >= min_exact else points(run, SAMPLED)
+def scale(history: pd.DataFrame, min_exact: int = MIN_EXACT_POINTS) -> str:
+    """The group's one curve column: exact when every run has at least `min_exact` exact points, else sampled."""
+    if EXACT not in history or history.empty:
+        return SAMPLED
+    keys = [c for c in ("sampler", "seed", "run_dir") if c in history]
+    counts = history.groupby(keys)[EXACT].count() if keys else pd.Series([history[EXACT].count()])
+    return EXACT if counts.min() >= min_exact else SAMPLED
 
 
-def mean_j(x: np.ndarray, y: np.ndarray) -> float:
-    """Trapezoid area under y(x) over the span of x, divided by that span."""
-    if len(x) < 2 or x[-1] <= x[0]:
-        return math.nan
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+def curve(run: pd.DataFrame, column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The run's curve on `column` (default: the run's own scale, as `scale` reads a group)."""
+    return points(run, column or scale(run))
 
 
-def last_share_j(run: pd.DataFrame) -> float:
-    """Mean J over the evaluations in the last 10% of steps: sampled, else exact."""
-    late = run[run["step"] >= (1 - LAST_SHARE) * run["step"].max()]
-    for column in (SAMPLED, EXACT):
-        if column in late and late[column].notna().any():
-            return float(late[column].mean())
-    return math.nan
-
-
-def endpoints(run: pd.DataFrame) -> tuple[float, float]:
-    """(first, last) evaluated J by step (step 0 and the final step): exact where the run has >= 2
-    exact evaluations, else sampled."""
-    column = EXACT if EXACT in run and run[EXACT].notna().sum() >= 2 else SAMPLED
+def endpoints(run: pd.DataFrame, column: str | None = None) -> tuple[float, float]:
+    """(first, last) evaluated J by step (step 0 and the final step) on `column` (default: `scale`)."""
+    column = column or scale(run)
     j = run.sort_values("step")[column].dropna() if column in run else pd.Series(dtype=float)
     return (float(j.iloc[0]), float(j.iloc[-1])) if len(j) else (math.nan, math.nan)
 
@@ -106,32 +95,34 @@ def runs_of(history: pd.DataFrame) -> Iterator[tuple[dict, pd.DataFrame]]:
 
 
 def baseline_gain(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> float:
-    """Vanilla's final gain: mean over its seeds (re-runs of a seed averaged) of final J - step-0 J."""
-    gains = {}
+    """Vanilla's final gain on the group's scale: mean over its seeds (re-runs of a seed averaged) of
+    final J - step-0 J."""
+    gains, column = {}, scale(history)
     for key, rows in runs_of(history):
         if key["sampler"] == baseline:
-            start, end = endpoints(rows)
+            start, end = endpoints(rows, column)
             gains.setdefault(key["seed"], []).append(end - start)
     return float(np.mean([np.mean(g) for g in gains.values()])) if gains else math.nan
 
 
-def run_metrics(run: pd.DataFrame, gain: float) -> dict[str, float]:
-    """Every curve metric of one run (module docstring); `gain` = vanilla's final gain."""
+def run_metrics(run: pd.DataFrame, gain: float, column: str | None = None) -> dict[str, float]:
+    """Every curve metric of one run (module docstring) on `column` (default: the run's own `scale`);
+    `gain` = vanilla's final gain on the same scale."""
+    column = column or scale(run)
     budget = float(run[ANNOTATIONS].max())
-    x, y = curve(run, min_exact=MIN_EXACT_POINTS)
-    metrics = {"budget": budget, "J last 10%": last_share_j(run)}
+    x, y = curve(run, column)
+    metrics = {"budget": budget}
     metrics |= {j_at_share(s): float(np.interp(s * budget, x, y)) if len(x) else math.nan for s in BUDGET_SHARES}
-    metrics["J AUC"] = mean_j(x, y)
     if gain > 0:
-        start = endpoints(run)[0]
-        metrics |= {to_gain(s): annotations_to_reach(run, start + s * gain) for s in GAIN_SHARES}
+        start = endpoints(run, column)[0]
+        metrics |= {to_gain(s): annotations_to_reach(run, start + s * gain, column) for s in GAIN_SHARES}
     return metrics
 
 
 def per_run(history: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: sampler, seed, run_dir and its curve metrics."""
-    gain = baseline_gain(history)
-    rows = [key | run_metrics(rows, gain) for key, rows in runs_of(history)]
+    """One row per run: sampler, seed, run_dir and its curve metrics, all on the group's `scale`."""
+    gain, column = baseline_gain(history), scale(history)
+    rows = [key | run_metrics(rows, gain, column) for key, rows in runs_of(history)]
     return pd.DataFrame(rows)
 
 
@@ -140,10 +131,11 @@ def sampler_order(names) -> list[str]:
     return sorted(names, key=lambda n: (n not in known, known.index(n) if n in known else 0, n))
 
 
-def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
+def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER, margin: float = math.nan) -> pd.DataFrame:
     """Long table, one row per (metric, sampler): mean and 95% t interval over seeds, and the paired
     comparison with the baseline over the seeds where both have a value (for annotations to reach:
-    the seeds where both reached)."""
+    the seeds where both reached). Verdict words from Holm-adjusted p over every comparison of the
+    table; `margin` (J units) is the equivalence margin of the J metrics (none for annotations)."""
     by_seed = runs.groupby(["sampler", "seed"]).mean(numeric_only=True)
     ran = {name: set(seeds) for name, seeds in by_seed.reset_index().groupby("sampler")["seed"]}
     rows = []
@@ -166,9 +158,20 @@ def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFram
             if sampler != baseline and baseline in table:
                 both = table[[sampler, baseline]].dropna()
                 common = len(ran[sampler] & ran[baseline])
-                row |= difference_columns(paired(both[sampler] - both[baseline]), higher) | {"seeds in common": common}
+                d = both[sampler] - both[baseline]
+                row |= difference_columns(paired(d), higher) | {"seeds in common": common}
+                row["decision"] = decide(d, margin if metric.startswith("J") else math.nan, higher)
             rows.append(row)
     table = pd.DataFrame(rows)
+    if "decision" in table:
+        tested = table["decision"].notna()
+        decisions = list(table.loc[tested, "decision"])
+        words, adjusted = holm_words(decisions, list(table.loc[tested, "higher is better"]))
+        table.loc[tested, "verdict"], table.loc[tested, "holm p"] = words, adjusted
+        table.loc[tested, "t p"] = [d.p for d in decisions]
+        table.loc[tested, "mde"] = [d.mde for d in decisions]
+        table.loc[tested, "margin"] = [d.margin for d in decisions]
+        table = table.drop(columns="decision")
     counts = [c for c in ("pairs", "seeds in common") if c in table]
     return table.astype({c: "Int64" for c in counts})  # whole numbers, <NA> on the baseline's rows
 
@@ -204,6 +207,10 @@ def difference_text(row: pd.Series, spec: str, bold: str = "**{}**") -> str:
     text = interval_text(interval, spec, sign="+")
     if row["verdict"] == "tie":
         return f"tie: {text}"
+    if row["verdict"] == "equivalent":
+        return f"equivalent within ±{row['margin']:{spec.lstrip(',')}}: {text}"
+    if row["verdict"] == "underpowered":
+        return f"underpowered (MDE {row['mde']:{spec}}): {text}"
     if row["verdict"] == "n/a":
         return f"{text} (1 pair: no interval)"
     marked = f"{text} {MARKERS[row['verdict']]}"
@@ -230,6 +237,7 @@ def comparison_cells(table: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> p
                 "mean [95% CI]": value,
                 f"Δ vs {baseline} [95% CI]": difference_text(row, spec),
                 "pairs": pairs,
+                "Holm p": p_text(row.get("holm p")),
                 "sign p": p_text(row.get("sign p")),
                 "permutation p": p_text(row.get("permutation p")),
             }
@@ -241,13 +249,17 @@ def p_text(p: float | None) -> str:
     return "—" if p is None or pd.isna(p) else f"{p:.3g}"
 
 
-def caption(gain: float, baseline: str = BASELINE_SAMPLER) -> str:
+def caption(gain: float, column: str = EXACT, baseline: str = BASELINE_SAMPLER) -> str:
+    what = "exact (enumerated)" if column == EXACT else "sampled (256 test prompts)"
     target = "not defined: no baseline runs" if pd.isna(gain) else f"G = {gain:.4f}"
     return (
-        f"Per run: J averaged over the last 10% of steps; J at 25/50/75/100% of the annotation budget and the mean J "
-        f"over the budget (area under J vs annotations / budget), exact where evaluated; annotations (responses "
-        f"labelled) to reach 25/50/75% of {baseline}'s final gain over the starting J ({target}). Mean [95% t "
-        f"interval] over seeds; Δ = sampler - {baseline}, paired by seed (for annotations, over the seeds where both "
-        f"reached: 'pairs' = paired / common seeds). ▲ better / ▼ worse (bold = better) only when the paired "
-        f"interval excludes 0, else tie. p: two-sided exact sign test and paired sign-flip permutation test.\n\n"
+        f"Secondary, exploratory. Every number from the {what} J curve of each run: J at 25/50/75% of the "
+        f"annotation budget, interpolated linearly between that curve's evaluations (J at 100% is the final "
+        f"table's); annotations (responses labelled) at which that curve first reaches 25/50/75% of "
+        f"{baseline}'s final gain over the starting J, on the same curve ({target}). Mean [95% t interval] over "
+        f"seeds; Δ = sampler - {baseline}, paired by seed (for annotations, over the seeds where both reached: "
+        f"'pairs' = paired / common seeds). Words from Holm-adjusted paired t p-values over every comparison in "
+        f"this table: better / worse (▲ / ▼, bold = better) when Holm p < 0.05; equivalent within ±m (J only; "
+        f"Holm-adjusted TOST); else underpowered, with the minimum difference detectable at 80% power. Sign and "
+        f"permutation p: two-sided, unadjusted.\n\n"
     )

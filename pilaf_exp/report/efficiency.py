@@ -40,12 +40,13 @@ class Efficiency:
     summary: pd.DataFrame  # one row per sampler (index)
 
 
-def annotations_to_reach(run: pd.DataFrame, target: float) -> float:
-    """Annotations at which this run's J first reaches `target`, interpolated linearly between the
-    last evaluation below it and the first at or above it; NaN if it never does. The first
-    crossing counts even if J falls back below the target later (the budget it took to get there)."""
-    rows = run.dropna(subset=[J, ANNOTATIONS]).sort_values("step")
-    j, annotations = rows[J].to_numpy(float), rows[ANNOTATIONS].to_numpy(float)
+def annotations_to_reach(run: pd.DataFrame, target: float, column: str = J) -> float:
+    """Annotations at which this run's J (`column`: sampled `eval/J` or exact `exact/J`) first reaches
+    `target`, interpolated linearly between the last evaluation below it and the first at or above it;
+    NaN if it never does. The first crossing counts even if J falls back below the target later (the
+    budget it took to get there)."""
+    rows = run.dropna(subset=[column, ANNOTATIONS]).sort_values("step")
+    j, annotations = rows[column].to_numpy(float), rows[ANNOTATIONS].to_numpy(float)
     hits = np.flatnonzero(j >= target - TOLERANCE * max(1.0, abs(target)))
     if hits.size == 0:
         return float("nan")
@@ -57,28 +58,29 @@ def annotations_to_reach(run: pd.DataFrame, target: float) -> float:
     return float(annotations[i - 1] + fraction * (annotations[i] - annotations[i - 1]))
 
 
-def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Efficiency | None:
+def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE, column: str = J) -> Efficiency | None:
     """From one experiment group's evaluation histories (`report.load_runs`): the annotations each
     run needs to reach the baseline's final J, and per sampler their mean ± std over the seeds that
-    reached it, 'reached' of 'seeds', and the ratio to the baseline's mean ('ratio'; 'saved %' = 100 (1 -
-    ratio)). The baseline's own seeds are treated like any other: those whose J never reaches the
-    mean of the baseline's final J are not reached (the best one always is). None when the group
-    has no baseline runs or no annotation counts."""
+    reached it, 'reached' of 'seeds', and the ratio to the baseline's mean over the seeds where both
+    reached ('ratio', 'paired'; 'saved %' = 100 (1 - ratio)). Target and crossings read one curve,
+    `column` (exact `exact/J` or sampled `eval/J`). The baseline's own seeds are treated like any other:
+    those whose J never reaches the mean of the baseline's final J are not reached (the best one
+    always is). None when the group has no baseline runs or no annotation counts."""
     if history.empty or ANNOTATIONS not in history or baseline not in set(history["sampler"]):
         return None
     # A run is one directory: two runs with the same sampler and seed are two runs, not one merged history.
     keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
     runs = [(dict(zip(keys, key)), rows.sort_values("step")) for key, rows in history.groupby(keys, sort=True)]
-    # The last *sampled* J: an evaluation row may carry exact values only (NaN here).
-    target = float(np.mean([rows[J].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
+    # The last J on `column`: an evaluation row may carry the other scale only (NaN here).
+    target = float(np.mean([rows[column].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
     per_seed = pd.DataFrame(
         [
             {
                 "sampler": key["sampler"],
                 "seed": key["seed"],
-                "final J": float(rows[J].dropna().iloc[-1]),
+                "final J": float(rows[column].dropna().iloc[-1]),
                 "budget": float(rows[ANNOTATIONS].iloc[-1]),
-                "annotations": annotations_to_reach(rows, target),
+                "annotations": annotations_to_reach(rows, target, column),
             }
             for key, rows in runs
         ]
@@ -93,9 +95,13 @@ def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Ef
             "budget": grouped["budget"].mean(),
         }
     )
-    summary["ratio"] = summary["annotations mean"] / summary.loc[baseline, "annotations mean"]
+    by_seed = per_seed.groupby(["sampler", "seed"])["annotations"].mean().unstack("sampler")  # seed x sampler
+    both = {name: by_seed[list(dict.fromkeys([name, baseline]))].dropna() for name in summary.index}
+    summary["paired"] = [len(both[name]) for name in summary.index]
+    summary["ratio"] = [b[name].mean() / b[baseline].mean() if len(b) else np.nan for name, b in both.items()]
     summary["saved %"] = 100 * (1 - summary["ratio"])
     summary["target J"] = target
+    summary["scale"] = "exact" if column.startswith("exact/") else "sampled"
     return Efficiency(baseline=baseline, target=target, per_seed=per_seed, summary=summary)
 
 
@@ -109,7 +115,10 @@ def efficiency_cells(efficiency: Efficiency) -> pd.DataFrame:
     mean, std = summary["annotations mean"], summary["annotations std"]
     cells["annotations to reach"] = [count(m) + ("" if pd.isna(s) else f" ± {s:,.0f}") for m, s in zip(mean, std)]
     cells["reached"] = [f"{r}/{n}" for r, n in zip(summary["reached"], summary["seeds"])]
-    cells[f"vs {efficiency.baseline}"] = summary["ratio"].map(lambda r: "—" if pd.isna(r) else f"{r:.2f}x")
+    cells[f"vs {efficiency.baseline} (paired)"] = [
+        "—" if pd.isna(r) else f"{r:.2f}x ({n} seed{'s' * (n != 1)})"
+        for r, n in zip(summary["ratio"], summary["paired"])
+    ]
     cells["saved %"] = summary["saved %"].map(lambda s: "—" if pd.isna(s) else f"{s:.1f}")
     cells["budget"] = summary["budget"].map(count)
     per_seed = efficiency.per_seed.sort_values("seed").groupby("sampler")
@@ -122,9 +131,12 @@ def efficiency_cells(efficiency: Efficiency) -> pd.DataFrame:
 
 def caption(efficiency: Efficiency) -> str:
     seeds = efficiency.summary.loc[efficiency.baseline, "seeds"]
+    scale = efficiency.summary["scale"].iloc[0]
+    what = "exact (enumerated)" if scale == "exact" else "sampled (256 test prompts)"
     return (
-        f"Target: {efficiency.baseline}'s final J, mean over its {seeds} seeds = {efficiency.target:.3f}. "
-        "Annotations (responses labelled, 2 per pair) at which J first reaches it, linearly interpolated between "
-        "evaluations; mean ± std over the seeds that reached it (— = never reached); budget = annotations of the "
-        "whole run.\n\n"
+        f"Secondary, exploratory; no test. Target and crossings on the {what} J curve: {efficiency.baseline}'s "
+        f"final {scale} J, mean over its {seeds} seeds = {efficiency.target:.3f}. Annotations (responses labelled, "
+        "2 per pair) at which that J first reaches it, linearly interpolated between evaluations; mean ± std over "
+        "the seeds that reached it (— = never reached); the ratio to vanilla is over the seeds where both reached; "
+        "budget = annotations of the whole run.\n\n"
     )

@@ -14,6 +14,7 @@ is called a win only when its paired interval excludes zero (pilaf_exp.report.st
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ import pandas as pd
 from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
 from pilaf_exp.report import curves
 from pilaf_exp.report.curves import difference_columns, difference_text, interval_text
+from pilaf_exp.report.decide import decide, margin_of
 from pilaf_exp.report.efficiency import annotation_efficiency, caption, efficiency_cells
 from pilaf_exp.report.plots import plot_j_vs_annotations, plot_reward_kl
 from pilaf_exp.report.stats import Interval, mean_ci, paired
@@ -105,9 +107,13 @@ def summarise(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFr
     stats = pd.DataFrame.from_dict(rows, orient="index").rename_axis("sampler")
     by_seed = values.groupby(["sampler", "seed"])["J"].mean().unstack("sampler")  # seed x sampler
     diffs = {}
+    margin = margin_of(runs) if endpoint_source(runs) == "exact" else math.nan
     for sampler in stats.index.drop(baseline, errors="ignore") if baseline in by_seed else []:
         both = by_seed[[sampler, baseline]].dropna()
-        columns = difference_columns(paired(both[sampler] - both[baseline]), higher=True)
+        d = both[sampler] - both[baseline]
+        decision = decide(d, margin)
+        columns = difference_columns(paired(d), higher=True) | {"verdict": decision.word}
+        columns |= {"p": decision.p, "tost p": decision.tost_p, "mde": decision.mde, "margin": margin}
         diffs[sampler] = {diff_column(key): value for key, value in columns.items()}
     if diffs:
         stats = stats.join(pd.DataFrame.from_dict(diffs, orient="index")).astype({diff_column("pairs"): "Int64"})
@@ -127,7 +133,7 @@ def formatted(stats: pd.DataFrame, win: str = "**{}**") -> pd.DataFrame:
             texts.append(interval_text(interval, ".3f"))
         cells[metric] = texts
     if f"{DIFF} mean" in stats:
-        keys = difference_columns(paired([]), higher=True)  # the keys `difference_text` reads
+        keys = [*difference_columns(paired([]), higher=True), "mde", "margin"]  # what `difference_text` reads
         diffs = stats[[diff_column(key) for key in keys]].set_axis(list(keys), axis=1)
         cells[f"ΔJ vs {BASELINE_SAMPLER} [95% CI]"] = [difference_text(row, ".3f", win) for _, row in diffs.iterrows()]
     cells["seeds"] = stats["seeds"]
@@ -138,8 +144,10 @@ def endpoint_caption(source: str) -> str:
     what = "exact (enumerated, no sampling noise)" if source == "exact" else "sampled evaluation"
     return (
         f"Final policy, {what}: mean [95% t interval] over seeds. ΔJ = J - {BASELINE_SAMPLER}'s J paired by "
-        "seed: ▲ better / ▼ worse (bold = better) only when its interval excludes 0, else tie; no other cell is "
-        "marked, since an ordering of means is not evidence.\n\n"
+        "seed: ▲ better / ▼ worse (bold = better) when its 95% interval excludes 0; equivalent within ±m when "
+        "two one-sided t tests at 5% put it inside the margin m = 5% of J* - J(pi_ref); else underpowered, with "
+        "the minimum difference the seeds could detect at 80% power (MDE). Each row is one unadjusted test; no "
+        "other cell is marked, since an ordering of means is not evidence.\n\n"
     )
 
 
@@ -190,7 +198,8 @@ def write_report(root: Path, out: Path) -> list[Path]:
             group_history = histories[histories["group"] == group]
             written += plot_reward_kl(group_history, out / f"{group}_reward_kl", title=str(group))
             written += plot_j_vs_annotations(group_history, out / f"{group}_J_vs_annotations", title=str(group))
-            written += write_curves(group_history, out / f"{group}_curves", str(group))
+            margin = margin_of(group_runs) if endpoint_source(group_runs) == "exact" else math.nan
+            written += write_curves(group_history, out / f"{group}_curves", str(group), margin)
             written += write_efficiency(group_history, out / f"{group}_efficiency", str(group))
     times = time_table(root)
     if times:
@@ -199,16 +208,16 @@ def write_report(root: Path, out: Path) -> list[Path]:
     return written
 
 
-def write_curves(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:
+def write_curves(history: pd.DataFrame, stem: Path, group: str, margin: float = math.nan) -> list[Path]:
     """The curve metrics per run (`<stem>_per_run.csv`) and per sampler with paired tests (CSV, Markdown)."""
     if history.empty or curves.ANNOTATIONS not in history:
         return []
     per_run = curves.per_run(history)
-    table = curves.compare(per_run)
+    table = curves.compare(per_run, margin=margin)
     per_run_path = stem.with_name(stem.name + "_per_run.csv")
     per_run.to_csv(per_run_path, index=False)
     table.to_csv(stem.with_suffix(".csv"), index=False)
-    md = curves.caption(curves.baseline_gain(history)) + markdown(curves.comparison_cells(table))
+    md = curves.caption(curves.baseline_gain(history), curves.scale(history)) + markdown(curves.comparison_cells(table))
     stem.with_suffix(".md").write_text(md)
     print(f"## {group}: J-vs-annotations curves\n\n{md}")
     return [stem.with_suffix(".csv"), stem.with_suffix(".md"), per_run_path]
@@ -216,7 +225,7 @@ def write_curves(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:
 
 def write_efficiency(history: pd.DataFrame, stem: Path, group: str) -> list[Path]:
     """Annotations to reach vanilla's final J, per sampler (nothing without vanilla runs)."""
-    efficiency = annotation_efficiency(history)
+    efficiency = annotation_efficiency(history, column=curves.scale(history))
     if efficiency is None:
         return []
     efficiency.summary.sort_index(key=sampler_sort_key).to_csv(stem.with_suffix(".csv"))

@@ -2,15 +2,18 @@
 
     python -m pilaf_exp.results [--runs DIR] [--only-write] [--jobs 2]
 
-1. the protocol sweep (`sweeps/protocol_lr.yaml`) and its rule (`results.protocol`), which picks
-   the learning rate from vanilla alone;
-2. the paper's claims at that learning rate, ten seeds each: Table 3 (online), Table 2 (iterative),
-   Fig. 4 (overfitted start);
+1. the protocol's pilot (`docs/results/protocol.yaml`, `results.pilot`): vanilla-only runs of every
+   stabiliser candidate on seeds no table uses; the rule is applied again and checked against the
+   values committed in the protocol file before any claim run (a mismatch is printed, not adopted);
+2. the claims, each sweep carrying the protocol's values itself (`sweeps/<claim>.yaml`; by default
+   Table 3 online, the one claim the pilot covers);
 3. `python -m pilaf_exp.report` on each, copied to docs/results/<sweep>/, and RESULTS.md written
-   from them, with the verdict of the gradient analysis (docs/results/gradients.md, `make gradients`):
-   no number in it is typed. Every run is kept under --runs (default results/runs/<date>).
+   from them, with each claim's primary endpoint and verdict (`results.primary`) and the verdict of
+   the gradient analysis (docs/results/gradients.md, `make gradients`): no number in it is typed.
+   Every run is kept under --runs (default results/runs/<date>).
 
-With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs.
+With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs, or, when
+none is there, from the raw runs kept in the repository (results/kept/, `results.keep`) unpacked there.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from pilaf_exp.infra.cli import compose_config
+from pilaf_exp.results.keep import KEPT, unpack
+from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
-PROTOCOL_EXACT_EVERY = 100  # the claims' exact schedule, fixed with the protocol (0, 100, 200, 300 steps)
+DEFAULT_CLAIMS = ("table3_online",)  # the claims the protocol's pilot covers (docs/results/protocol.yaml)
 CLAIMS = {  # sweep -> the paper's claim it tests
     "table3_online": "Table 3 (online DPO): PILAF reaches a higher J than vanilla sampling",
     "table2_iterative": "Table 2 (iterative DPO): PILAF reaches a higher J than vanilla sampling",
@@ -74,17 +81,39 @@ def report(sweep_dir: Path) -> Path:
     return target
 
 
-def chosen_lr(protocol_dir: Path) -> float:
-    out = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp.results.protocol", str(protocol_dir)],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout
-    shutil.rmtree(DOCS / "protocol_lr", ignore_errors=True)
-    shutil.copytree(protocol_dir / "report", DOCS / "protocol_lr")
-    return float(out.strip().splitlines()[-1].removeprefix("lr="))
+def pilot(runs: Path, jobs: int, only_write: bool) -> dict:
+    """The pilot runs (unless only writing) and the rule applied again: the committed `chosen:` block is
+    what the claims use; a different outcome on this machine is printed, not adopted."""
+    protocol = load_protocol()
+    if not only_write:
+        run_pilot(protocol, runs / "pilot", jobs)
+    if (runs / "pilot").exists():
+        block = choose(runs / "pilot", write=False)
+        committed = protocol.get("chosen", {})
+        for key in ("candidate", "endpoint", "seeds_per_sampler"):
+            if committed.get(key) != block.get(key):
+                print(f"note: the pilot here gives {key}={block.get(key)}; the protocol says {committed.get(key)}")
+        shutil.rmtree(DOCS / "pilot", ignore_errors=True)
+        shutil.copytree(runs / "pilot" / "report", DOCS / "pilot")
+    return protocol
+
+
+def check_sweeps(protocol: dict, names: list[str]) -> None:
+    """Before any claim run: the protocol has chosen its values and every claim's sweep file carries them."""
+    chosen = protocol.get("chosen")
+    if not chosen:
+        print(
+            "error: docs/results/protocol.yaml has no chosen block yet: run `python -m pilaf_exp.results.pilot "
+            "choose` and commit it before any claim run",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    for name in names:
+        cfg = compose_config(f"+sweep={name}")
+        wrong = {k: OmegaConf.select(cfg, k) for k, v in chosen["overrides"].items() if OmegaConf.select(cfg, k) != v}
+        if wrong:
+            print(f"error: sweeps/{name}.yaml has {wrong}; the protocol chose {chosen['overrides']}", file=sys.stderr)
+            sys.exit(2)
 
 
 def provenance() -> dict[str, str]:
@@ -111,19 +140,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs" / time.strftime("%Y-%m-%d"))
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (joblib; each gets its share of cores)")
     parser.add_argument("--only-write", action="store_true", help="rebuild RESULTS.md from the runs already there")
-    parser.add_argument("--sweeps", nargs="+", default=list(CLAIMS), help="which claims to run")
+    parser.add_argument("--sweeps", nargs="+", default=list(DEFAULT_CLAIMS), choices=list(CLAIMS), help="claims to run")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    protocol_dir = args.runs / "protocol_lr" if args.only_write else sweep("protocol_lr", args.runs, args.jobs)
-    lr = chosen_lr(protocol_dir)
-    sections = [protocol_section(DOCS / "protocol_lr", lr)]
+    finished = lambda: any((args.runs / name / "done").exists() for name in args.sweeps)  # noqa: E731
+    if args.only_write and not finished() and any(KEPT.glob("*.tar.xz")):
+        unpack(KEPT, args.runs)  # the raw runs kept in the repository (results/kept/)
+    if args.only_write and not finished():
+        print(
+            f"error: --only-write found no finished claim sweep ({', '.join(args.sweeps)}) under {args.runs}; "
+            "RESULTS.md left as it is",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    protocol = pilot(args.runs, args.jobs, args.only_write)
+    if not args.only_write:
+        check_sweeps(protocol, args.sweeps)
+    sections = [protocol_section(protocol, DOCS / "pilot")]
     for name in args.sweeps:
         sweep_dir = args.runs / name
         if not args.only_write:
-            # Exact J every 100 steps as the recorded protocol had it: the curve metrics read exact points.
-            sweep(name, args.runs, args.jobs, f"algo.lr={lr:g}", f"eval.exact_every={PROTOCOL_EXACT_EVERY}")
+            sweep(name, args.runs, args.jobs)  # the sweep file carries the protocol's values
         if (sweep_dir / "done").exists():
-            sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir))
+            sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, protocol.get("chosen")))
         else:
             finished = len(list(sweep_dir.rglob("summary.json"))) if sweep_dir.exists() else 0
             sections.append(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.results.protocol import MAX_J_DROP, MAX_KL_JUMP
+from pilaf_exp.results.primary import primary_table
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
 SECTIONS = (
@@ -31,34 +31,51 @@ machine (2 CPU cores); this rebuild {wall / 60:.1f} min. Every run is kept under
 
 How to read the tables: J = reward - beta KL (beta 0.1). "exact" values are computed by enumerating
 every response of the first 16 test prompts (no sampling noise); "sampled" ones come from 256 test
-prompts. Intervals are 95% Student-t intervals over seeds; comparisons with {BASELINE_SAMPLER} are
-paired by seed (same prompts, same start). A sampler is called better or worse only when the paired
-interval excludes zero; otherwise it is a tie. Seeds 0-9 were fixed before any run.
+prompts; no metric mixes the two, and every caption names its scale. Intervals are 95% Student-t
+intervals over seeds; comparisons with {BASELINE_SAMPLER} are paired by seed (same prompts, same start).
+Each comparison ends in one word: better / worse when the paired interval excludes zero; equivalent
+within ±m when two one-sided t tests put the difference inside the margin m (5% of J* - J(pi_ref));
+otherwise underpowered, printed with the minimum difference the seeds could detect at 80% power (MDE).
+Secondary tables are exploratory and Holm-corrected within each claim.
 
 """
 
 
-def protocol_section(report_dir: Path, lr: float) -> str:
-    rule = (report_dir / "protocol_rule.md").read_text()
-    return f"""## Protocol (fixed before the sampler comparisons)
+def protocol_section(protocol: dict, pilot_report: Path) -> str:
+    """The protocol file's rule and the values its pilot chose (docs/results/protocol.yaml)."""
+    chosen, rule = protocol.get("chosen"), protocol["rule"]
+    candidates = "; ".join(
+        f"{name}: "
+        + ", ".join(
+            f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}" for key, value in overrides.items()
+        )
+        for name, overrides in protocol["candidates"].items()
+    )
+    text = f"""## Protocol (committed before the claim runs: docs/results/protocol.yaml)
 
-Online DPO, 300 steps of 64 pairs (38,400 annotations), beta 0.1, AdamW without weight decay,
-Bradley-Terry labels; 10 seeds per sampler (0-9). The learning rate is the only value chosen, on
-protocol seeds 100-102 that no table uses, from vanilla's runs alone, by this rule: the largest lr of
-{{1e-4, 2e-4, 3e-4}} at which vanilla, in every protocol seed, never loses more than {MAX_J_DROP} of
-exact J between consecutive exact evaluations (every 100 steps) and never jumps by more than
-{MAX_KL_JUMP} nats of sampled KL between consecutive evaluations (every 25 steps); the smallest lr when
-none qualifies. The embedded task itself was not changed. Vanilla's worst drop and jump per lr:
-
-{rule}
-Chosen: **lr = {lr:g}**. PILAF's runs at the same grid (not read by the rule) show the sensitivity:
-![lr sensitivity](docs/results/protocol_lr/protocol_lr_sensitivity.png)
-
+Stabiliser candidates, all at 38,400 annotations of online DPO: {candidates}. The rule, written before
+the pilot ran: from vanilla-only runs on seeds {protocol["pilot"]["seeds"]} (no table uses them), keep
+the candidates whose every seed loses no more than {rule["max_exact_drop"]} exact J between consecutive
+exact evaluations and jumps no more than {rule["max_kl_jump"]} nats of sampled KL between consecutive
+sampled ones; among them take the (candidate, primary endpoint) with the smallest between-seed sd over
+its gain. Margin m = {rule["margin_share"]:.0%} of J* - J(pi_ref); seeds: the fewest at which a paired t
+test (paired sd = sqrt(2) x the pilot sd) detects m with {rule["power"]:.0%} power.
 """
+    if not chosen:
+        return text + "\nThe pilot has not been run to the end yet: no value is chosen and no claim was run.\n"
+    for name in ("pilot_stability.md", "pilot_spread.md"):
+        if (pilot_report / name).exists():
+            text += "\n" + (pilot_report / name).read_text()
+    return text + (
+        f"\nChosen: **{chosen['candidate']}**, primary endpoint **{chosen['endpoint']}** (between-seed sd "
+        f"{chosen['between_seed_sd']}), margin m = {chosen['margin']}, **{chosen['seeds_per_sampler']} seeds** per "
+        f"sampler for an MDE of m at 80% power (at 10 seeds the MDE is {chosen['mde_at_10_seeds']}).\n"
+    )
 
 
 def verdict(table: Path) -> str:
-    """Reproduces / refutes / cannot tell, from the endpoint table's paired J difference."""
+    """Reproduces / refutes / equivalent within ±m / underpowered (MDE), from the endpoint table's paired
+    J difference."""
     stats = pd.read_csv(table, index_col=0)
     if CANDIDATE not in stats.index or "J diff verdict" not in stats:
         return f"cannot tell: no paired {CANDIDATE} - {BASELINE_SAMPLER} comparison in this sweep"
@@ -69,15 +86,25 @@ def verdict(table: Path) -> str:
         return f"**reproduces**: {CANDIDATE}'s final J is higher, paired difference {interval} over {pairs}"
     if row["J diff verdict"] == "worse":
         return f"**refutes**: {CANDIDATE}'s final J is lower, paired difference {interval} over {pairs}"
-    return f"**cannot tell**: the paired difference {interval} over {pairs} holds zero (a tie)"
+    if row["J diff verdict"] == "equivalent":
+        return f"**equivalent within ±{row['J diff margin']:.3f}**: paired difference {interval} over {pairs}"
+    return (
+        f"**underpowered**: the paired difference {interval} over {pairs} holds zero and does not fit a margin; "
+        f"the smallest difference these seeds detect at 80% power is {row['J diff mde']:.3f}"
+    )
 
 
-def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> str:
+def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path, chosen: dict | None = None) -> str:
     group = name
-    parts = [
-        f"## {claim}\n",
-        f"Sweep `{name}` ({sweep_dir}). Verdict on the final J: {verdict(report_dir / f'{group}_table.csv')}.\n",
-    ]
+    parts = [f"## {claim}\n"]
+    if chosen:
+        endpoint, margin = chosen["endpoint"], chosen["margin"]
+        table = primary_table(sweep_dir, endpoint, margin)
+        parts.append(
+            f"Sweep `{name}` ({sweep_dir}). Primary endpoint (the protocol's): exact J, {endpoint}; each sampler "
+            f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}:\n\n{table}"
+        )
+    parts.append(f"Final exact J (secondary): {verdict(report_dir / f'{group}_table.csv')}.\n")
     for stem, title in (
         ("table", "Final policy"),
         ("curves", "Whole curves"),

@@ -99,8 +99,9 @@ def test_a_checkpoint_from_another_world_is_refused(tmp_path, sft_cache):
     assert stop.value.code == 2
 
 
-def summary_of(cosines: dict[str, list[float]]):
-    """The report's summary of synthetic results: step 100, one value per seed."""
+def summary_of(cosines: dict[str, list[float]], plain_offset: float = 0.0):
+    """The report's summary of synthetic results: step 100, one value per seed (the plain cosine offset
+    from the debiased one by `plain_offset`)."""
     from pilaf_exp.analysis.gradients_table import summarise
 
     rows = [
@@ -108,7 +109,8 @@ def summary_of(cosines: dict[str, list[float]]):
             "step": 100,
             "seed": seed,
             "sampler": name,
-            "cosine": value,
+            "cosine": value + plain_offset,
+            "cosine_debiased": value,
             "gain_per_annotation": value,
             "snr": value,
             "cosine_mc_error": 0.0,
@@ -129,3 +131,20 @@ def test_the_verdict_follows_the_paired_interval():
     assert claim_verdict(better, "cosine", [100]).startswith("**agrees**")
     assert claim_verdict(tie, "cosine", [100]).startswith("**not resolved**")
     assert claim_verdict(worse, "cosine", [100]).startswith("**disagrees**")
+
+
+def test_the_table_reads_the_debiased_cosine_and_holm_adjusts_each_family():
+    from scipy import stats
+
+    vanilla, pilaf, hybrid = [0.90, 0.91, 0.92, 0.90], [0.93, 0.93, 0.97, 0.92], [0.94, 0.92, 0.95, 0.93]
+    summary = summary_of({"vanilla": vanilla, "pilaf": pilaf, "hybrid": hybrid})
+    rows = summary.set_index("sampler")
+    assert rows.loc["pilaf", "cosine"] == pytest.approx(sum(pilaf) / 4)
+    # Holm over the family of two comparisons with vanilla: the smaller p doubled, the larger kept (or raised).
+    raw = {name: stats.ttest_rel(values, vanilla).pvalue for name, values in (("pilaf", pilaf), ("hybrid", hybrid))}
+    low, high = sorted(raw, key=raw.get)
+    assert rows.loc[low, "cosine holm p"] == pytest.approx(min(1.0, 2 * raw[low]))
+    assert rows.loc[high, "cosine holm p"] == pytest.approx(max(2 * raw[low], raw[high]))
+    # The plain cosine is not what the table reads.
+    plain = summary_of({"vanilla": vanilla, "pilaf": pilaf}, plain_offset=-0.5).set_index("sampler")
+    assert plain.loc["pilaf", "cosine"] == pytest.approx(sum(pilaf) / 4)

@@ -1,5 +1,6 @@
-"""Curve metrics on synthetic histories whose answers are known by construction, and the comparison
-table's verdicts: a win only when the paired interval excludes zero, a tie otherwise."""
+"""Curve metrics on synthetic histories whose answers are known by construction (one curve per group:
+exact or sampled, never both), and the comparison table's verdicts: better / worse only when the
+Holm-adjusted paired test rejects, equivalent within the margin by TOST, underpowered otherwise."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import pandas as pd
 import pytest
 
 from pilaf_exp.report.curves import (
+    EXACT,
+    SAMPLED,
     baseline_gain,
     compare,
     comparison_cells,
     per_run,
     run_metrics,
+    scale,
 )
+from pilaf_exp.report.decide import minimum_detectable
 
 BUDGET = 12_800.0
 STEPS = np.arange(0, 101, 10)  # evaluations every 10 steps, 128 annotations a step
@@ -32,29 +37,24 @@ def run_history(sampled: np.ndarray, exact: dict[int, float] | None = None) -> p
 
 def test_linear_curves_with_exact_points():
     # Sampled J = 0.2 + 0.6 x, exact J = 0.1 + x at steps 0, 50, 100 (two different lines, to tell
-    # which one each metric reads). Vanilla's final gain G = 1.0.
+    # which one each metric reads): with 3 exact points every metric reads the exact line. G = 1.0.
     run = run_history(0.2 + 0.6 * SHARE, exact={0: 0.1, 50: 0.6, 100: 1.1})
     metrics = run_metrics(run, gain=1.0)
     assert metrics["budget"] == BUDGET
-    # Last 10% of steps: steps 90 and 100, sampled 0.74 and 0.80.
-    assert metrics["J last 10%"] == pytest.approx(0.77)
-    # J at q x budget from the exact line: 0.1 + q.
-    for share, expected in [(25, 0.35), (50, 0.6), (75, 0.85), (100, 1.1)]:
+    for share, expected in [(25, 0.35), (50, 0.6), (75, 0.85)]:
         assert metrics[f"J @ {share}% budget"] == pytest.approx(expected)
-    # Mean of the exact line over the budget: (0.1 + 1.1) / 2 (the sampled line's would be 0.5).
-    assert metrics["J AUC"] == pytest.approx(0.6)
-    # Targets from the exact start 0.1: 0.35 -> 0.2 + 0.6 x = 0.35 at x = 1/4 (3,200 annotations);
-    # 0.6 at x = 2/3 (8,533.3); 0.85 needs x = 13/12 > 1: never.
-    assert metrics["annotations to 25% gain"] == pytest.approx(3200.0)
-    assert metrics["annotations to 50% gain"] == pytest.approx(BUDGET * 2 / 3)
-    assert math.isnan(metrics["annotations to 75% gain"])
+    # J at 100% repeats the final table, the area is a combination of the same points: neither is here.
+    assert {"J @ 100% budget", "J AUC", "J last 10%"}.isdisjoint(metrics)
+    # Targets 0.35, 0.6, 0.85 from the exact start 0.1, crossed on the exact line at x = 1/4, 1/2, 3/4
+    # (the sampled line would reach 0.6 only at x = 2/3: a mixed scale would say 8,533).
+    for share in (25, 50, 75):
+        assert metrics[f"annotations to {share}% gain"] == pytest.approx(BUDGET * share / 100)
 
 
 def test_sampled_curve_when_no_exact_evaluation():
     metrics = run_metrics(run_history(0.2 + 0.6 * SHARE), gain=1.0)
-    for share in (25, 50, 75, 100):
+    for share in (25, 50, 75):
         assert metrics[f"J @ {share}% budget"] == pytest.approx(0.2 + 0.6 * share / 100)
-    assert metrics["J AUC"] == pytest.approx(0.5)
     # Start = sampled 0.2: targets 0.45 (x = 5/12), 0.7 (x = 5/6), 0.95 (x = 5/4: never).
     assert metrics["annotations to 25% gain"] == pytest.approx(BUDGET * 5 / 12)
     assert metrics["annotations to 50% gain"] == pytest.approx(BUDGET * 5 / 6)
@@ -62,27 +62,25 @@ def test_sampled_curve_when_no_exact_evaluation():
     assert "annotations to 25% gain" not in run_metrics(run_history(0.2 + 0.6 * SHARE), gain=0.0)  # no gain
 
 
-def test_concave_exact_curve_interpolation_and_trapezoid():
-    # Exact 0, 0.75, 1.0 at x = 0, 1/2, 1: J @ 25% = 0.375, @ 75% = 0.875; area = 0.5 (0 + 0.75) / 2 +
-    # 0.5 (0.75 + 1) / 2 = 0.625.
+def test_concave_exact_curve_interpolation():
+    # Exact 0, 0.75, 1.0 at x = 0, 1/2, 1: J @ 25% = 0.375, @ 75% = 0.875.
     metrics = run_metrics(run_history(np.zeros(len(STEPS)), exact={0: 0.0, 50: 0.75, 100: 1.0}), gain=1.0)
     assert metrics["J @ 25% budget"] == pytest.approx(0.375)
     assert metrics["J @ 75% budget"] == pytest.approx(0.875)
-    assert metrics["J AUC"] == pytest.approx(0.625)
     # Only the first and last exact points (the sweeps' default schedule): a straight line between them
-    # says nothing of the curve, so J @ q and the area come from the (here flat, zero) sampled curve.
+    # says nothing of the curve, so every metric comes from the (here flat, zero) sampled curve.
     two = run_metrics(run_history(np.zeros(len(STEPS)), exact={0: 0.0, 100: 1.0}), gain=1.0)
     assert two["J @ 25% budget"] == pytest.approx(0.0)
-    assert two["J AUC"] == pytest.approx(0.0)
+    assert math.isnan(two["annotations to 25% gain"])
 
 
-def test_last_share_falls_back_to_exact_and_repeated_counts_keep_the_latest():
-    run = run_history(np.full(len(STEPS), np.nan), exact={0: 0.0, 50: 0.5, 100: 1.0})
-    assert run_metrics(run, gain=1.0)["J last 10%"] == pytest.approx(1.0)  # only the exact final point is late
-    # Iterative DPO: the last two evaluations share the final count; the latest (0.9, not 0.5) is J at 100%.
-    rounds = run_history(np.array([0.0] * 9 + [0.5, 0.9]))
-    rounds.loc[9, "annotations/total"] = BUDGET
-    assert run_metrics(rounds, gain=1.0)["J @ 100% budget"] == pytest.approx(0.9)
+def test_a_group_reads_one_scale_for_every_run():
+    three = tagged(run_history(0.2 + 0.6 * SHARE, exact={0: 0.1, 50: 0.6, 100: 1.1}), "vanilla", 0)
+    two = tagged(run_history(0.2 + 0.6 * SHARE, exact={0: 0.1, 100: 1.1}), "pilaf", 0)
+    assert scale(three) == EXACT
+    assert scale(pd.concat([three, two])) == SAMPLED  # one run short of exact points: all sampled
+    table = per_run(pd.concat([three, two])).set_index("sampler")
+    assert table.loc["vanilla", "J @ 50% budget"] == pytest.approx(0.5)  # the sampled line, not the exact 0.6
 
 
 def tagged(history: pd.DataFrame, sampler: str, seed: int, run_dir: str = "") -> pd.DataFrame:
@@ -90,20 +88,20 @@ def tagged(history: pd.DataFrame, sampler: str, seed: int, run_dir: str = "") ->
 
 
 def test_vanilla_final_gain_and_per_run_table():
-    # Vanilla seed 0 gains 1.0 (exact 0.1 -> 1.1); seed 1 has two runs gaining 0.4 and 0.8 (averaged: 0.6).
-    # G = mean(1.0, 0.6) = 0.8; pilaf's sampled line 0.2 + 0.6 x from exact start 0.1 reaches 0.1 + 0.2 at x = 1/6.
+    # Exact curves (3 points each). Vanilla seed 0 gains 1.0 (0.1 -> 1.1); seed 1 has two runs gaining 0.4
+    # and 0.8 (averaged: 0.6). G = mean(1.0, 0.6) = 0.8; pilaf's exact 0.1, 0.3, 0.8 reaches 0.1 + 0.2 at x = 1/2.
     history = pd.concat(
         [
-            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 100: 1.1}), "vanilla", 0),
-            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 100: 0.5}), "vanilla", 1, "a"),
-            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 100: 0.9}), "vanilla", 1, "b"),
-            tagged(run_history(0.2 + 0.6 * SHARE, exact={0: 0.1, 100: 0.8}), "pilaf", 0),
+            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 50: 0.6, 100: 1.1}), "vanilla", 0),
+            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 50: 0.3, 100: 0.5}), "vanilla", 1, "a"),
+            tagged(run_history(0.1 + SHARE, exact={0: 0.1, 50: 0.5, 100: 0.9}), "vanilla", 1, "b"),
+            tagged(run_history(0.2 + 0.6 * SHARE, exact={0: 0.1, 50: 0.3, 100: 0.8}), "pilaf", 0),
         ]
     )
     assert baseline_gain(history) == pytest.approx(0.8)
     table = per_run(history).set_index("run_dir")
     assert len(table) == 4
-    assert table.loc["pilaf/0", "annotations to 25% gain"] == pytest.approx(BUDGET / 6)
+    assert table.loc["pilaf/0", "annotations to 25% gain"] == pytest.approx(BUDGET / 2)
     assert math.isnan(baseline_gain(history[history["sampler"] == "pilaf"]))  # no vanilla: no target
 
 
@@ -122,31 +120,41 @@ def cell(cells: pd.DataFrame, metric: str, sampler: str, column: str) -> str:
     return rows[rows["sampler"] == sampler][column].item()
 
 
-def test_tie_when_the_interval_holds_zero_and_win_only_when_it_excludes_it():
+def test_words_after_holm_underpowered_better_worse_and_equivalent():
     vanilla = [1.0, 1.1, 0.9, 1.0, 1.2]
-    pilaf_tie = list(np.add(vanilla, [0.1, 0.3, -0.1, 0.2, 0.5]))  # mean 0.2, CI [-0.0776, 0.4776]: holds 0
-    pilaf_win = list(np.add(vanilla, [0.3, 0.4, 0.5, 0.4, 0.4]))  # mean 0.4, every seed ahead: excludes 0
+    ahead = [0.1, 0.3, -0.1, 0.2, 0.5]  # mean 0.2, CI [-0.0776, 0.4776]: holds 0
+    pilaf_unclear = list(np.add(vanilla, ahead))
+    pilaf_win = list(np.add(vanilla, [0.3, 0.4, 0.5, 0.4, 0.4]))  # mean 0.4, every seed ahead
     hybrid_loss = list(np.subtract(vanilla, [0.3, 0.4, 0.5, 0.4, 0.4]))
     runs = pd.concat(
         [
-            runs_table("J AUC", {"vanilla": vanilla, "pilaf": pilaf_tie}),
-            runs_table("J last 10%", {"vanilla": vanilla, "pilaf": pilaf_win, "hybrid": hybrid_loss}),
+            runs_table("J @ 25% budget", {"vanilla": vanilla, "pilaf": pilaf_unclear}),
+            runs_table("J @ 75% budget", {"vanilla": vanilla, "pilaf": pilaf_win, "hybrid": hybrid_loss}),
         ]
     )
-    table = compare(runs)
-    tie = table[(table["metric"] == "J AUC") & (table["sampler"] == "pilaf")].iloc[0]
-    assert tie["verdict"] == "tie" and tie["diff ci low"] < 0 < tie["diff ci high"]
-    assert (tie["sign p"], tie["permutation p"]) == (pytest.approx(0.375), pytest.approx(0.1875))
+    table = compare(runs, margin=0.05)
+    unclear = table[(table["metric"] == "J @ 25% budget") & (table["sampler"] == "pilaf")].iloc[0]
+    assert unclear["verdict"] == "underpowered" and unclear["diff ci low"] < 0 < unclear["diff ci high"]
+    assert unclear["mde"] == pytest.approx(minimum_detectable(float(np.std(ahead, ddof=1)), 5))
+    assert (unclear["sign p"], unclear["permutation p"]) == (pytest.approx(0.375), pytest.approx(0.1875))
     cells = comparison_cells(table)
-    assert cell(cells, "J AUC", "pilaf", "Δ vs vanilla [95% CI]") == "tie: +0.2000 [-0.0776, +0.4776]"
-    assert cell(cells, "J AUC", "pilaf", "pairs") == "5/5"
-    win = cell(cells, "J last 10%", "pilaf", "Δ vs vanilla [95% CI]")
+    text = cell(cells, "J @ 25% budget", "pilaf", "Δ vs vanilla [95% CI]")
+    assert text.startswith("underpowered (MDE ") and text.endswith(": +0.2000 [-0.0776, +0.4776]")
+    assert cell(cells, "J @ 25% budget", "pilaf", "pairs") == "5/5"
+    win = cell(cells, "J @ 75% budget", "pilaf", "Δ vs vanilla [95% CI]")
     assert win.startswith("**+0.4000 [") and win.endswith(" ▲**")
-    loss = cell(cells, "J last 10%", "hybrid", "Δ vs vanilla [95% CI]")
+    loss = cell(cells, "J @ 75% budget", "hybrid", "Δ vs vanilla [95% CI]")
     assert loss.startswith("-0.4000 [") and loss.endswith(" ▼") and "**" not in loss  # a loss is not bold
-    assert cell(cells, "J last 10%", "vanilla", "Δ vs vanilla [95% CI]") == "—"  # the baseline itself
-    assert cell(cells, "J last 10%", "vanilla", "mean [95% CI]").startswith("1.0400 [")
-    assert list(cells.loc[["J last 10%"], "sampler"]) == ["vanilla", "hybrid", "pilaf"]  # the paper's order
+    assert cell(cells, "J @ 75% budget", "vanilla", "Δ vs vanilla [95% CI]") == "—"  # the baseline itself
+    assert list(cells.loc[["J @ 75% budget"], "sampler"]) == ["vanilla", "hybrid", "pilaf"]  # the paper's order
+    # Holm: three tests; the smallest raw p is multiplied by 3.
+    assert table["holm p"].dropna().min() == pytest.approx(3 * table["t p"].dropna().min())
+    assert table.loc[table["sampler"] == "pilaf", "holm p"].max() == pytest.approx(unclear["t p"])  # the largest: x1
+    # Equivalence: every seed within 0.01 of vanilla, margin 0.05.
+    close = list(np.add(vanilla, [0.004, -0.003, 0.002, -0.001, 0.003]))
+    same = compare(runs_table("J @ 50% budget", {"vanilla": vanilla, "pilaf": close}), margin=0.05)
+    assert same.loc[same["sampler"] == "pilaf", "verdict"].item() == "equivalent"
+    assert "equivalent within ±0.0500" in comparison_cells(same).iloc[1]["Δ vs vanilla [95% CI]"]
 
 
 def test_fewer_annotations_is_a_win_and_only_seeds_both_reached_are_paired():
@@ -177,6 +185,5 @@ def test_iterative_rounds_start_at_zero_annotations_and_cross_at_a_round():
     metrics = run_metrics(run, gain=1.0)
     assert metrics["J @ 25% budget"] == pytest.approx(0.2)  # 50 annotations: halfway from (0, 0.0) to (100, 0.4)
     assert metrics["J @ 75% budget"] == pytest.approx(0.6)  # 150: halfway from (100, 0.4) to (200, 0.8)
-    assert metrics["J AUC"] == pytest.approx((0.2 * 100 + 0.6 * 100) / 200)
     # J 0.25 is first reached within round 1, which needed all its 100 annotations before any training.
     assert metrics["annotations to 25% gain"] == pytest.approx(100.0)

@@ -85,8 +85,10 @@ def test_per_sampler_mean_spread_reached_and_ratio_to_vanilla():
     assert pilaf["annotations mean"] == pytest.approx(200.0)
     assert pilaf["annotations std"] == pytest.approx(statistics.stdev([150.0, 250.0]))
     assert (pilaf["reached"], pilaf["seeds"]) == (2, 2)
-    assert pilaf["ratio"] == pytest.approx(200.0 / 300.0)
-    assert pilaf["saved %"] == pytest.approx(100 / 3)
+    # The ratio pairs seeds where both reached: seed 1 only (250 vs vanilla's 300), not 200 / 300 over
+    # different seeds.
+    assert (pilaf["ratio"], pilaf["paired"]) == (pytest.approx(250.0 / 300.0), 1)
+    assert pilaf["saved %"] == pytest.approx(100 / 6)
     # vanilla reaches its own mean final J in one seed of two; its mean is that seed's 300.
     assert (vanilla["annotations mean"], vanilla["reached"], vanilla["seeds"]) == (300.0, 1, 2)
     assert math.isnan(vanilla["annotations std"])  # one seed reached: no spread
@@ -150,7 +152,7 @@ def test_report_cli_writes_and_prints_the_efficiency_table(tmp_path):
     assert list(table.index) == ["vanilla", "best_of_n", "hybrid", "pilaf"]  # the paper's order
     assert table.loc["pilaf", "annotations mean"] == pytest.approx(200.0)
     assert table.loc["pilaf", "annotations std"] == pytest.approx(statistics.stdev([150.0, 250.0]))
-    assert table.loc["pilaf", "saved %"] == pytest.approx(100 / 3)
+    assert table.loc["pilaf", "saved %"] == pytest.approx(100 / 6)  # paired on seed 1: 250 vs 300
     assert table["reached"].to_dict() == {"vanilla": 1, "best_of_n": 1, "hybrid": 0, "pilaf": 2}
     assert table["seeds"].tolist() == [2, 2, 2, 2]
     assert table.loc["best_of_n", "annotations mean"] == pytest.approx(93.75)
@@ -158,8 +160,8 @@ def test_report_cli_writes_and_prints_the_efficiency_table(tmp_path):
     markdown = (out / "table3_online_efficiency.md").read_text()
     assert "mean over its 2 seeds = 1.500" in markdown
     rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
-    assert rows["pilaf"] == "| pilaf | 200 ± 71 | 2/2 | 0.67x | 33.3 | 400 | s0 150 · s1 250 |"
-    assert rows["vanilla"] == "| vanilla | 300 | 1/2 | 1.00x | 0.0 | 400 | s0 — · s1 300 |"
+    assert rows["pilaf"] == "| pilaf | 200 ± 71 | 2/2 | 0.83x (1 seed) | 16.7 | 400 | s0 150 · s1 250 |"
+    assert rows["vanilla"] == "| vanilla | 300 | 1/2 | 1.00x (1 seed) | 0.0 | 400 | s0 — · s1 300 |"
     assert rows["hybrid"] == "| hybrid | — | 0/2 | — | — | 400 | s0 — · s1 — |"
     assert markdown in report.stdout  # printed as well as written
     assert not (out / "solo_efficiency.csv").exists()  # no vanilla, no target: no table, no error

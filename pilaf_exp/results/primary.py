@@ -1,0 +1,50 @@
+"""Each claim's primary endpoint, as the protocol declared it (docs/results/protocol.yaml, `chosen:`):
+per run the endpoint on its exact curve (`pilot.endpoints`), each sampler minus vanilla paired by seed,
+and the verdict word against the protocol's margin (`report.decide.decide`). One test per sampler on
+the primary endpoint; the claim's own comparison is PILAF's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.report.decide import Decision, decide
+from pilaf_exp.report.stats import mean_ci
+from pilaf_exp.report.tables import load_runs, markdown
+from pilaf_exp.results.pilot import endpoints
+
+
+def per_seed(root: Path, endpoint: str) -> pd.DataFrame:
+    """seed x sampler: the primary endpoint of each run (re-runs of a seed averaged)."""
+    runs, histories = load_runs(root)
+    rows = []
+    for _, run in runs.iterrows():
+        history = histories[histories["run_dir"] == run["run_dir"]]
+        rows.append({"sampler": run["sampler"], "seed": run["seed"], "value": endpoints(history)[endpoint]})
+    return pd.DataFrame(rows).groupby(["seed", "sampler"])["value"].mean().unstack("sampler")
+
+
+def decisions(table: pd.DataFrame, margin: float) -> dict[str, Decision]:
+    """Every sampler against vanilla on the seeds both have."""
+    out = {}
+    for sampler in table.columns.drop(BASELINE_SAMPLER, errors="ignore"):
+        both = table[[sampler, BASELINE_SAMPLER]].dropna()
+        out[sampler] = decide(both[sampler] - both[BASELINE_SAMPLER], margin)
+    return out
+
+
+def primary_table(root: Path, endpoint: str, margin: float) -> str:
+    """Markdown: per sampler the endpoint's mean [95% CI] and its verdict against vanilla."""
+    table = per_seed(root, endpoint)
+    words = decisions(table, margin)
+    order = [s for s in sampler_names() if s in table.columns] + [s for s in table.columns if s not in sampler_names()]
+    cells = pd.DataFrame(index=pd.Index(order, name="sampler"))
+    means = {s: mean_ci(table[s]) for s in order}
+    cells["primary endpoint [95% CI]"] = [
+        f"{means[s].mean:.3f} [{means[s].low:.3f}, {means[s].high:.3f}]" for s in order
+    ]
+    cells[f"vs {BASELINE_SAMPLER}"] = ["—" if s not in words else words[s].text() for s in order]
+    cells["seeds"] = [means[s].n for s in order]
+    return markdown(cells)
