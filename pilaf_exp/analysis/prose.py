@@ -22,7 +22,7 @@ METHOD = """\
   autograd (`analysis/tree.py`), so a weighted sum over all V^T responses is one differentiable walk
   over the sum_{{d<T}} V^d prefixes ({tree_positions:,} token positions for {responses:,} responses, against
   {full_positions:,} response positions, prompts aside, for full-sequence forwards; equal to them to rounding:
-  `tests/analysis/test_gradients.py`). Nothing is truncated, and truncating would not pay: the
+  `tests/analysis/test_exact_gradient.py`). Nothing is truncated, and truncating would not pay: the
   policies' entropy is {entropy_low:.2f} to {entropy_high:.2f} nats per prompt, and holding all but 1e-2
   (1e-4) of a prompt's mass takes {kept_2:,.0f} ({kept_4:,.0f}) of its {responses:,} responses (means).
 * **Expected DPO gradient, per sampler.** Pairs drawn by the sampler's own `sample()` (so whatever

@@ -10,7 +10,7 @@ weights w over the V^T responses
 with W_d(p, v) the total weight of the responses that start with p then v. One walk reads
 sum_{d<T} V^d token positions (37,449 for V = 8, T = 6) instead of V^T full sequences; a weight set
 that is zero on most responses (a sampler's pairs) walks only the prefixes of the others. The
-gradient equals the full-sequence one to float64 rounding (`tests/analysis/test_gradients.py`).
+gradient equals the full-sequence one to float64 rounding (`tests/analysis/test_exact_gradient.py`).
 Derivatives of every log pi(y|x) along one direction (a Jacobian-vector product) come from the
 same walk in forward mode (`directional_derivatives`).
 """

@@ -24,16 +24,16 @@ re-run in the same tree), their metrics are averaged before pairing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
-from pilaf_exp.report.efficiency import ANNOTATIONS, annotations_to_reach
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_order
+from pilaf_exp.infra.names import ANNOTATIONS, EVAL_J, EXACT_J
+from pilaf_exp.report.efficiency import annotations_to_reach
+from pilaf_exp.report.runs import runs_of
 from pilaf_exp.report.stats import Interval, Paired, mean_ci, paired, verdict
 
-SAMPLED, EXACT = "eval/J", "exact/J"
 LAST_SHARE = 0.1
 # A curve read from exact points needs one between the first and the last: with those two alone (the
 # sweeps' default schedule, eval.exact_every: null) the sampled curve is the better account.
@@ -71,8 +71,8 @@ def points(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 def curve(run: pd.DataFrame, min_exact: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact curve when it has at least `min_exact` points, else the sampled one."""
-    x, y = points(run, EXACT)
-    return (x, y) if len(x) >= min_exact else points(run, SAMPLED)
+    x, y = points(run, EXACT_J)
+    return (x, y) if len(x) >= min_exact else points(run, EVAL_J)
 
 
 def mean_j(x: np.ndarray, y: np.ndarray) -> float:
@@ -85,7 +85,7 @@ def mean_j(x: np.ndarray, y: np.ndarray) -> float:
 def last_share_j(run: pd.DataFrame) -> float:
     """Mean J over the evaluations in the last 10% of steps: sampled, else exact."""
     late = run[run["step"] >= (1 - LAST_SHARE) * run["step"].max()]
-    for column in (SAMPLED, EXACT):
+    for column in (EVAL_J, EXACT_J):
         if column in late and late[column].notna().any():
             return float(late[column].mean())
     return math.nan
@@ -94,15 +94,9 @@ def last_share_j(run: pd.DataFrame) -> float:
 def endpoints(run: pd.DataFrame) -> tuple[float, float]:
     """(first, last) evaluated J by step (step 0 and the final step): exact where the run has >= 2
     exact evaluations, else sampled."""
-    column = EXACT if EXACT in run and run[EXACT].notna().sum() >= 2 else SAMPLED
+    column = EXACT_J if EXACT_J in run and run[EXACT_J].notna().sum() >= 2 else EVAL_J
     j = run.sort_values("step")[column].dropna() if column in run else pd.Series(dtype=float)
     return (float(j.iloc[0]), float(j.iloc[-1])) if len(j) else (math.nan, math.nan)
-
-
-def runs_of(history: pd.DataFrame) -> Iterator[tuple[dict, pd.DataFrame]]:
-    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
-    for key, rows in history.groupby(keys, sort=True):
-        yield dict(zip(keys, key)), rows.sort_values("step")
 
 
 def baseline_gain(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> float:
@@ -133,11 +127,6 @@ def per_run(history: pd.DataFrame) -> pd.DataFrame:
     gain = baseline_gain(history)
     rows = [key | run_metrics(rows, gain) for key, rows in runs_of(history)]
     return pd.DataFrame(rows)
-
-
-def sampler_order(names) -> list[str]:
-    known = sampler_names()
-    return sorted(names, key=lambda n: (n not in known, known.index(n) if n in known else 0, n))
 
 
 def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:

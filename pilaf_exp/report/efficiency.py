@@ -22,11 +22,9 @@ import numpy as np
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
+from pilaf_exp.infra.names import ANNOTATIONS, EVAL_J
+from pilaf_exp.report.runs import runs_of
 
-# The x axis of the J-vs-annotations plot: responses shown to the oracle, 2 per labelled pair.
-ANNOTATIONS = "annotations/total"
-J = "eval/J"
-BASELINE = BASELINE_SAMPLER
 # Relative slack on the target: the mean of equal floats can exceed them by an ulp (three seeds
 # all ending at J = 0.1 average to 0.1 + 1e-17), and vanilla's best seed must still reach it.
 TOLERANCE = 1e-12
@@ -44,8 +42,8 @@ def annotations_to_reach(run: pd.DataFrame, target: float) -> float:
     """Annotations at which this run's J first reaches `target`, interpolated linearly between the
     last evaluation below it and the first at or above it; NaN if it never does. The first
     crossing counts even if J falls back below the target later (the budget it took to get there)."""
-    rows = run.dropna(subset=[J, ANNOTATIONS]).sort_values("step")
-    j, annotations = rows[J].to_numpy(float), rows[ANNOTATIONS].to_numpy(float)
+    rows = run.dropna(subset=[EVAL_J, ANNOTATIONS]).sort_values("step")
+    j, annotations = rows[EVAL_J].to_numpy(float), rows[ANNOTATIONS].to_numpy(float)
     hits = np.flatnonzero(j >= target - TOLERANCE * max(1.0, abs(target)))
     if hits.size == 0:
         return float("nan")
@@ -57,7 +55,7 @@ def annotations_to_reach(run: pd.DataFrame, target: float) -> float:
     return float(annotations[i - 1] + fraction * (annotations[i] - annotations[i - 1]))
 
 
-def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Efficiency | None:
+def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> Efficiency | None:
     """From one experiment group's evaluation histories (`report.load_runs`): the annotations each
     run needs to reach the baseline's final J, and per sampler their mean ± std over the seeds that
     reached it, 'reached' of 'seeds', and the ratio to the baseline's mean ('ratio'; 'saved %' = 100 (1 -
@@ -66,17 +64,15 @@ def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE) -> Ef
     has no baseline runs or no annotation counts."""
     if history.empty or ANNOTATIONS not in history or baseline not in set(history["sampler"]):
         return None
-    # A run is one directory: two runs with the same sampler and seed are two runs, not one merged history.
-    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
-    runs = [(dict(zip(keys, key)), rows.sort_values("step")) for key, rows in history.groupby(keys, sort=True)]
+    runs = list(runs_of(history))
     # The last *sampled* J: an evaluation row may carry exact values only (NaN here).
-    target = float(np.mean([rows[J].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
+    target = float(np.mean([rows[EVAL_J].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
     per_seed = pd.DataFrame(
         [
             {
                 "sampler": key["sampler"],
                 "seed": key["seed"],
-                "final J": float(rows[J].dropna().iloc[-1]),
+                "final J": float(rows[EVAL_J].dropna().iloc[-1]),
                 "budget": float(rows[ANNOTATIONS].iloc[-1]),
                 "annotations": annotations_to_reach(rows, target),
             }

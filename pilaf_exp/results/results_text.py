@@ -12,6 +12,7 @@ from pilaf_exp.infra.cli import BASELINE_SAMPLER
 from pilaf_exp.results.protocol import MAX_J_DROP, MAX_KL_JUMP
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
+# The report's tables a claim's section shows: (file stem after `<group>_`, title).
 SECTIONS = (
     ("table", "Final policy"),
     ("curves", "Whole curves"),
@@ -78,11 +79,7 @@ def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path) -> s
         f"## {claim}\n",
         f"Sweep `{name}` ({sweep_dir}). Verdict on the final J: {verdict(report_dir / f'{group}_table.csv')}.\n",
     ]
-    for stem, title in (
-        ("table", "Final policy"),
-        ("curves", "Whole curves"),
-        ("efficiency", "Annotations to reach vanilla's final J"),
-    ):
+    for stem, title in SECTIONS:
         path = report_dir / f"{group}_{stem}.md"
         if path.exists():
             parts.append(f"### {title}\n\n{path.read_text()}")

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pilaf_exp.infra.names import ANNOTATIONS, FORWARD_PASSES, SELECTION_PASSES
 from pilaf_exp.labelling.preference_log import PreferenceLog
 from pilaf_exp.sampling.pairs import PairBatch
 
@@ -81,9 +82,9 @@ class RunRecord:
             totals = reduce(totals)
         pairs, generation, selection = totals.tolist()
         return {
-            "annotations/total": 2.0 * pairs,
-            "sampling/forward_passes_per_pair": generation / max(pairs, 1),
-            "sampling/selection_passes_per_pair": selection / max(pairs, 1),
+            ANNOTATIONS: 2.0 * pairs,
+            FORWARD_PASSES: generation / max(pairs, 1),
+            SELECTION_PASSES: selection / max(pairs, 1),
         }
 
 
