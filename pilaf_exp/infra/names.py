@@ -18,11 +18,6 @@ def metric_key(source: str, metric: str) -> str:
     return f"{source}/{metric}"
 
 
-def metric_of(name: str) -> str:
-    """'eval/J' -> 'J'."""
-    return name.split("/", 1)[1]
-
-
 # Evaluation: sampled on the test prompts (every evaluation), exact where the task is enumerable.
 EVAL_REWARD, EVAL_KL, EVAL_J = (metric_key(SAMPLED, m) for m in OBJECTIVE)
 EVAL_J_STDERR = "eval/J_stderr"  # the standard error of the sampled J over test prompts
@@ -49,14 +44,8 @@ FIGURE, FINAL_TABLE = "outputs/reward_kl", "outputs/final_table"  # a finished r
 TIMING = "timing"  # W&B summary: timing.json's values under timing/<phase>
 
 # The stopwatch's phases (`infra.timing.Stopwatch` keys).
-SAMPLING, LABELLING, LEDGER, EVALUATION, OPTIMUM, FIT = (
-    "sampling",
-    "labelling",
-    "ledger",
-    "evaluation",
-    "optimum",
-    "fit",
-)
+SAMPLING, LABELLING, LEDGER = "sampling", "labelling", "ledger"
+EVALUATION, OPTIMUM, FIT = "evaluation", "optimum", "fit"
 IN_FIT = (SAMPLING, LABELLING, LEDGER, EVALUATION)  # timed inside the fit
 # timing.json's phases: the timed ones, 'training' = the fit less what was timed inside it, 'setup' =
 # the wall time before the fit less the optimum (SFT cache, oracle calibration); they sum to the total.

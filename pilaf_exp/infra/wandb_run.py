@@ -34,10 +34,8 @@ from pilaf_exp.infra.wandb_records import items, records
 
 RESOLVED_CONFIG = "config_resolved.yaml"  # the run's resolved config (run_output.run_files.save_config)
 CHOICES = ("sampler", "algo", "model", "task", "oracle", "trainer")  # group choices: top-level config keys
-EVALUATIONS = (
-    metric_key(SAMPLED, "*"),
-    metric_key(EXACT, "*"),
-)  # logged at every evaluation, with the annotation count
+# Logged at every evaluation, with the annotation count: eval/*, exact/*.
+EVALUATIONS = (metric_key(SAMPLED, "*"), metric_key(EXACT, "*"))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
