@@ -165,7 +165,7 @@ class ExactEvaluation:
 
     table: ResponseTable
     beta: float
-    every: int | None  # None: only at the first and the last step
+    every: int | None = None  # None: only at the first and the last step
     KEYS: ClassVar[tuple[str, ...]] = (EXACT_REWARD, EXACT_KL, EXACT_J, EXACT_GAIN)
 
     def optimum(self) -> dict[str, float]:

@@ -54,7 +54,7 @@ def test_enumeration_matches_brute_force(models):
 def test_optimum_value_and_that_no_policy_beats_it(models):
     reference, oracle = models
     prompts = torch.tensor([[2, 0], [1, 1]])
-    result = ExactEvaluation(ResponseTable.build(reference, oracle, prompts, VOCAB, LENGTH), BETA, None).optimum()
+    result = ExactEvaluation(ResponseTable.build(reference, oracle, prompts, VOCAB, LENGTH), BETA).optimum()
     # Independent J*: maximise over the closed form pi* ∝ pi_ref exp(r / beta), computed in float64.
     j_star, j_ref = [], []
     for prompt in prompts:
