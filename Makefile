@@ -44,7 +44,7 @@ format: install  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL (~12 min; BENCHMARKS.md)
+bench: install  ## every speed comparison: samplers, mixture decoding vs TRL, online step vs TRL, exact walk, training step (~13 min; BENCHMARKS.md)
 	$(PY) -m pilaf_exp.bench $(ARGS)
 
 bench-quick: install  ## a ~2 min smoke run of `make bench` (CI runs it; its numbers are not the reported ones)

@@ -33,6 +33,7 @@ from pilaf_exp.infra.cache import (
 )
 from pilaf_exp.infra.checkpoints import Checkpointer
 from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.infra.names import OPTIMUM
 from pilaf_exp.infra.signals import under_slurm
 from pilaf_exp.infra.timing import Stopwatch
 from pilaf_exp.labelling.annotate import Annotator
@@ -287,7 +288,7 @@ def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
     check_decode_budget(world, sampling)
     annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
     ev = cfg.eval
-    with stopwatch("optimum"):
+    with stopwatch(OPTIMUM):
         table = response_table(cfg, world)
     schedule = EvalSchedule(algorithm.eval_every, algorithm.last_step, ev.exact_every)
     beta = float(algorithm.beta)

@@ -48,13 +48,7 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     world, stopwatch, loggers = parts.world, parts.context.stopwatch, parts.context.loggers
     fixed = {}
     if parts.evaluator.exact is not None:  # the exact optimum on the exact evaluation's prompts
-        table = parts.evaluator.exact.table
-        optimum = table.optimum(float(cfg.algo.beta))
-        fixed = {
-            "optimum/J_star": optimum["J_star"],
-            "optimum/J_ref": optimum["J_ref"],
-            "optimum/prompts": len(table.prompts),
-        }
+        fixed = parts.evaluator.exact.optimum()
     if isinstance(world.task, DemonstratingTask):
         fixed |= describe_policy(world.reference, world.task, float(cfg.algo.temperature))
     for logger in loggers:

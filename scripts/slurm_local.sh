@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real one-node SLURM cluster on this machine, from Debian's slurm-wlm and munge packages,
-# for the test suite (tests/test_slurm.py) and for trying `hydra/launcher=slurm` locally.
+# for the test suite (tests/infra/test_slurm.py) and for trying `hydra/launcher=slurm` locally.
 #   bash scripts/slurm_local.sh start    # install if missing, configure, start, wait until srun works; idempotent
 #   bash scripts/slurm_local.sh status   # sinfo + squeue
 #   bash scripts/slurm_local.sh stop     # stop slurmd, slurmctld and munged

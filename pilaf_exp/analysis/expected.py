@@ -25,14 +25,6 @@ def objective_weights(logp: Tensor, reference_logp: Tensor, reward: Tensor, beta
     return logp.exp() * (reward.double() - beta * (logp - reference_logp.double()))
 
 
-def objective(logp: Tensor, reference_logp: Tensor, reward: Tensor, beta: float) -> dict[str, float]:
-    """Exact E_pi r*, KL(pi || pi_ref) and J, means over the prompts of [N, V^T] tables."""
-    logp, reference_logp, reward = logp.double(), reference_logp.double(), reward.double()
-    p = logp.exp()
-    expected_reward, kl = (p * reward).sum(-1).mean(), (p * (logp - reference_logp)).sum(-1).mean()
-    return {"reward": float(expected_reward), "kl": float(kl), "J": float(expected_reward - beta * kl)}
-
-
 def response_index(tokens: Tensor, vocab: int) -> Tensor:
     """[B, T] responses -> [B] their rows in `all_sequences(vocab, T)` (last position fastest)."""
     powers = vocab ** torch.arange(tokens.shape[1] - 1, -1, -1, device=tokens.device)

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pilaf_exp.analysis.gradients_table import METRICS, sampler_order  # noqa: E402
+from pilaf_exp.analysis.gradients_table import METRICS  # noqa: E402
+from pilaf_exp.infra.cli import sampler_order  # noqa: E402
 from pilaf_exp.report.plots import KNOWN, colour_of  # noqa: E402
 
 TITLES = {

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_order
+from pilaf_exp.report import markdown
 from pilaf_exp.report.decide import decide, holm_words
 from pilaf_exp.report.stats import mean_ci
 
@@ -53,17 +54,6 @@ def load(root: Path) -> tuple[pd.DataFrame, list[dict]]:
     if not rows:
         raise FileNotFoundError(f"no gradient-analysis results (*.json) below {root}")
     return pd.DataFrame(rows), records
-
-
-def sampler_order(names) -> list[str]:
-    """The configured samplers in their order (baseline first), then variants under their base name."""
-    known = sampler_names()
-
-    def key(name: str):
-        base = name.split("[")[0]
-        return (known.index(base) if base in known else len(known), base, name != base, name)
-
-    return sorted(set(names), key=key)
 
 
 def summarise(rows: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFrame:
@@ -122,11 +112,11 @@ def markdown_table(summary: pd.DataFrame) -> str:
     for column, (*_, ratio) in METRICS.items():
         header += [column, f"{column} / vanilla's - 1" if ratio else f"{column} - vanilla"]
     header += ["MC error of cosine"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for _, stats in summary.iterrows():
         cells = [str(stats["step"]), stats["sampler"], str(stats["seeds"])]
         for column, (_, form, _, ratio) in METRICS.items():
             cells += [cell(stats, column, form), diff_cell(stats, column, RELATIVE if ratio else form)]
         cells.append(f"{stats['cosine mc error']:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown.markdown_table(header, rows)

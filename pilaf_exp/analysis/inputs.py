@@ -5,7 +5,6 @@ Lightning checkpoint) and the exact response table of the test prompts."""
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from pilaf_exp.infra.checkpoints import checkpoint_step
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.sampling.samplers import Sampler
 
 # What fixes the task, the reference and the oracle: a checkpoint's run must agree on each.
 WORLD_KEYS = ("task", "model.policy", "model.sft", "oracle", "algo.beta")
-STEP = re.compile(r"step_(\d+)\.ckpt$")
 
 
 @dataclass
@@ -77,8 +76,7 @@ def load_policy(path: Path | None, reference: nn.Module) -> Policy:
             raise ConfigError(f"--checkpoint {path}: no 'policy.' weights in its state_dict (not a run's checkpoint?)")
         model = copy.deepcopy(reference)
         model.load_state_dict(state)
-        match = STEP.search(path.name)
-        step = checkpoint.get("pilaf", {}).get("run_step", int(match.group(1)) if match else None)
+        step = checkpoint.get("pilaf", {}).get("run_step", checkpoint_step(path))
     elif (path / "config.json").is_file():
         model, step = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), None
     else:

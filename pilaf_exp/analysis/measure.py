@@ -19,14 +19,14 @@ from torch import Tensor, nn
 from pilaf_exp.analysis.expected import (
     PairTerms,
     descent_projection,
-    objective,
     objective_weights,
     pair_terms,
     pair_weights,
     response_index,
 )
 from pilaf_exp.analysis.tree import directional_derivatives, level_logprobs, sum_levels, weighted_gradients
-from pilaf_exp.evaluation.exact import ResponseTable
+from pilaf_exp.evaluation.exact import ResponseTable, per_prompt_objective
+from pilaf_exp.infra.names import OBJECTIVE
 from pilaf_exp.sampling.decoding import DecodeSpec
 from pilaf_exp.sampling.samplers import Sampler
 
@@ -155,6 +155,12 @@ def mass(logp: Tensor) -> dict[str, float]:
     return {"entropy": float(-(p * p.log()).nan_to_num().sum(-1).mean()), **kept}
 
 
+def objective(logp: Tensor, table: ResponseTable, beta: float) -> dict[str, float]:
+    """Exact reward, KL and J of the policy whose [N, V^T] log-probs are `logp`, means over the table's prompts."""
+    values = per_prompt_objective(logp, table.reference_logp, table.reward, beta).mean(0)
+    return dict(zip(OBJECTIVE, values.tolist()))
+
+
 def analyse(
     policy: nn.Module,
     reference: nn.Module,
@@ -184,7 +190,7 @@ def analyse(
     along = directional_derivatives(policy, table.prompts, grad_j, table.vocab, table.length)
     seconds["directional"] = time.perf_counter() - began
     return {
-        "objective": objective(logp, table.reference_logp, table.reward, setting.beta),
+        "objective": objective(logp, table, setting.beta),
         "grad_J_norm": float(grad_j.norm()),
         "mass": mass(logp),
         "vocab": table.vocab,

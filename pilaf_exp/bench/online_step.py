@@ -58,6 +58,7 @@ from pilaf_exp.bench.online_common import (
 )
 from pilaf_exp.bench.online_trl import load_trl, run_trl
 from pilaf_exp.infra.ledger import Ledger
+from pilaf_exp.infra.names import LABELLING, LEDGER, SAMPLING
 from pilaf_exp.infra.quiet import quiet_framework_chatter
 
 # ---------------------------------------------------------------------------------------------- pilaf_exp
@@ -70,7 +71,7 @@ class LightningStepTimer(L.Callback):
         self.seconds: list[float] = []
         self.losses: list[float] = []
         self.margins: list[float] = []
-        self.phases: dict[str, list[float]] = {"sampling": [], "labelling": [], "ledger": []}
+        self.phases: dict[str, list[float]] = {SAMPLING: [], LABELLING: [], LEDGER: []}
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.evaluation.exact import ExactEvaluation
 from pilaf_exp.evaluation.schedule import EvalSchedule
+from pilaf_exp.infra.names import EVAL_J, EVAL_J_STDERR, EVAL_KL, EVAL_REWARD
 from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import Oracle
 from pilaf_exp.models.logprobs import sequence_logprob
@@ -69,10 +70,10 @@ class Evaluator:
         # prompt it cannot be told apart from the spread between prompts, which then stands in for it.
         variance = within / max(n - n / k, 1) if k > 1 else max(j_squares - j_sum * j_sum / n, 0.0) / max(n - 1, 1)
         return {
-            "eval/reward": reward_sum / n,
-            "eval/kl": kl_sum / n,
-            "eval/J": j_sum / n,
-            "eval/J_stderr": (variance / n) ** 0.5,
+            EVAL_REWARD: reward_sum / n,
+            EVAL_KL: kl_sum / n,
+            EVAL_J: j_sum / n,
+            EVAL_J_STDERR: (variance / n) ** 0.5,
         }
 
 

@@ -24,6 +24,15 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from pilaf_exp.infra.names import (
+    EXACT_GAIN,
+    EXACT_J,
+    EXACT_KL,
+    EXACT_REWARD,
+    OPTIMUM_J_REF,
+    OPTIMUM_J_STAR,
+    OPTIMUM_PROMPTS,
+)
 from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.sampling.engines import cache_argument
@@ -123,11 +132,6 @@ class ResponseTable:
         reward = torch.stack([response_rewards(oracle, p, vocab, length) for p in prompts])
         return cls(prompts, logp, reward, vocab, length, temperature)
 
-    def evaluate(self, policy: nn.Module, beta: float) -> dict[str, float]:
-        """Exact mean reward, KL and J of `policy` over the table's prompts."""
-        sums = self.sums(policy, beta, range(len(self.prompts)))
-        return {k: v / len(self.prompts) for k, v in zip(("reward", "kl", "J"), sums.tolist())}
-
     def sums(self, policy: nn.Module, beta: float, rows: Sequence[int]) -> Tensor:
         """[3] exact reward, KL and J of `policy` summed over the prompts `rows` (float64; zeros for
         none, so ranks with an empty share add nothing)."""
@@ -146,11 +150,12 @@ class ResponseTable:
 
 
 def per_prompt_objective(logp: Tensor, reference_logp: Tensor, reward: Tensor, beta: float) -> Tensor:
-    """[3] exact E_pi r*, KL(pi || pi_ref) and J of one prompt from its [V^T] log pi, log pi_ref, r* (float64)."""
+    """[..., 3] exact E_pi r*, KL(pi || pi_ref) and J of each prompt from its [..., V^T] log pi, log pi_ref
+    and r* (float64): [3] for one prompt, [N, 3] for a table of N."""
     logp, reference_logp, reward = logp.double(), reference_logp.double(), reward.double()
     p = logp.exp()
-    expected_reward, kl = (p * reward).sum(), (p * (logp - reference_logp)).sum()
-    return torch.stack([expected_reward, kl, expected_reward - beta * kl])
+    expected_reward, kl = (p * reward).sum(-1), (p * (logp - reference_logp)).sum(-1)
+    return torch.stack([expected_reward, kl, expected_reward - beta * kl], dim=-1)
 
 
 @dataclass
@@ -159,7 +164,16 @@ class ExactEvaluation:
 
     table: ResponseTable
     beta: float
-    KEYS: ClassVar[tuple[str, ...]] = ("exact/reward", "exact/kl", "exact/J", "exact/gain")
+    KEYS: ClassVar[tuple[str, ...]] = (EXACT_REWARD, EXACT_KL, EXACT_J, EXACT_GAIN)
+
+    def optimum(self) -> dict[str, float]:
+        """summary.json's `optimum/*`: J* and J(pi_ref) (means over the table's prompts) and how many prompts."""
+        values = self.table.optimum(self.beta)
+        return {
+            OPTIMUM_J_STAR: values["J_star"],
+            OPTIMUM_J_REF: values["J_ref"],
+            OPTIMUM_PROMPTS: len(self.table.prompts),
+        }
 
     def __call__(self, policy: nn.Module, ranks: Ranks = ONE_PROCESS, is_reference: bool = False) -> dict:
         """Each rank walks its share of the prompts; `ranks` sums the shares.
@@ -171,18 +185,3 @@ class ExactEvaluation:
         reward, kl, j = (sums / len(self.table.prompts)).tolist()
         gain = (j - optimum["J_ref"]) / (optimum["J_star"] - optimum["J_ref"])
         return dict(zip(self.KEYS, (reward, kl, j, gain)))
-
-
-def enumerate_responses(
-    reference: nn.Module, oracle: RewardOracle, prompt: Tensor, vocab: int, length: int, chunk: int = 2048
-) -> tuple[Tensor, Tensor]:
-    """log pi_ref(y|x) and r*(x, y) of every response of one prompt ([P]), in `all_sequences` order."""
-    return response_logprobs(reference, prompt, vocab, length), response_rewards(oracle, prompt, vocab, length, chunk)
-
-
-def optimum(
-    reference: nn.Module, oracle: RewardOracle, prompts: Tensor, vocab: int, length: int, beta: float
-) -> dict[str, float]:
-    """Mean over prompts ([N, P]) of J*(x) and of J(pi_ref)(x) = E_ref r*(x, y)."""
-    values = ResponseTable.build(reference, oracle, prompts, vocab, length).optimum(beta)
-    return {"optimum/J_star": values["J_star"], "optimum/J_ref": values["J_ref"], "optimum/prompts": len(prompts)}

@@ -123,14 +123,3 @@ def load_or_compute_object(root: Path, spec: dict, compute: Callable[[], Any]) -
     target = root / f"{cache_key(spec)}.pt"
     build_once(target, target, lambda path: torch.save({"spec": spec, "result": compute()}, path))
     return torch.load(target, weights_only=False)["result"]
-
-
-def load_or_compute_json(root: Path, spec: dict, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A small JSON result cached under `spec`'s hash, computed (and cached) on a miss."""
-    target = root / f"{cache_key(spec)}.json"
-    build_once(
-        target,
-        target,
-        lambda path: path.write_text(json.dumps({"spec": spec, "result": compute()}, indent=2, sort_keys=True)),
-    )
-    return json.loads(target.read_text())["result"]

@@ -17,7 +17,17 @@ from pilaf_exp.infra.atomic import publish
 from pilaf_exp.infra.errors import ConfigError
 
 log = logging.getLogger(__name__)
-NAME = re.compile(r"step_(\d+)\.ckpt$")
+NAME = re.compile(r"step_(\d+)\.ckpt$")  # a checkpoint's file name: its training step, 8 digits
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.ckpt"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The training step in a checkpoint's file name, None when the name is not one of ours."""
+    match = NAME.search(path.name)
+    return int(match.group(1)) if match else None
 
 
 class Checkpointer:
@@ -29,7 +39,7 @@ class Checkpointer:
 
     def save(self, trainer: L.Trainer, step: int) -> Path:
         """The trainer's full state (weights, optimizer, our extras via on_save_checkpoint) at `step`."""
-        path = self.directory / f"step_{step:08d}.ckpt"
+        path = self.directory / checkpoint_name(step)
         staging = path.with_name(f".{path.name}.tmp")
         trainer.save_checkpoint(staging, weights_only=False)  # Lightning's format; written by global rank 0
         if not trainer.is_global_zero:
@@ -40,11 +50,11 @@ class Checkpointer:
         return path
 
     def has(self, step: int) -> bool:
-        return (self.directory / f"step_{step:08d}.ckpt").exists()
+        return (self.directory / checkpoint_name(step)).exists()
 
     def saved(self) -> list[Path]:
-        found = [p for p in self.directory.glob("step_*.ckpt") if NAME.search(p.name)]
-        return sorted(found, key=lambda p: int(NAME.search(p.name).group(1)))
+        found = [p for p in self.directory.glob("step_*.ckpt") if checkpoint_step(p) is not None]
+        return sorted(found, key=checkpoint_step)
 
     def latest(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that loads, or None if there is none; never silently nothing when

@@ -3,6 +3,7 @@ Hydra composes anything (so nothing is written on error), and composing the conf
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -28,6 +29,19 @@ def sampler_names(conf_dir: Path = CONF_DIR) -> list[str]:
     (which is the paper's order: vanilla, best_of_n, hybrid, pilaf)."""
     names = group_options("sampler", conf_dir) or []
     return sorted(names, key=lambda name: (name != BASELINE_SAMPLER, name))
+
+
+def sampler_order(names: Iterable[str]) -> list[str]:
+    """The report's order of any sampler names (each once): the configured samplers as `sampler_names`
+    orders them, a variant ('pilaf[coef=0.05]') just after its base, others after them alphabetically.
+    Every table, figure and comparison lists samplers in this order."""
+    known = sampler_names()
+
+    def key(name: str) -> tuple:
+        base = name.split("[")[0]
+        return (known.index(base) if base in known else len(known), base, name != base, name)
+
+    return sorted(set(names), key=key)
 
 
 def bad_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from pilaf_exp.infra.atomic import write_atomic
+from pilaf_exp.infra.names import LEDGER
 from pilaf_exp.infra.timing import Stopwatch
 
 
@@ -48,7 +49,7 @@ class Ledger:
 
     def write(self, step: int, micro: int, entry: dict[str, Any]) -> None:
         """Queue the entry for the background writer (an earlier write's failure is raised here)."""
-        with self.stopwatch("ledger"):
+        with self.stopwatch(LEDGER):
             self._raise_failure()
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_in_order, name="ledger-writer", daemon=True)

@@ -13,6 +13,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import WandbLogger
 
 from pilaf_exp.infra import wandb_run
+from pilaf_exp.infra.names import GLOBAL_STEP
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class RunLogger(WandbLogger):
     def log_media(self, data: dict[str, Any], step: int | None = None) -> None:
         """One history row (metrics, wandb.Image, wandb.Table...) at training step `step`."""
         run = self.experiment
-        row = data if step is None else {**data, wandb_run.STEP: step}
+        row = data if step is None else {**data, GLOBAL_STEP: step}
         if self._logged_before and all(wandb_run.cell(step, k, v) in self._logged_before for k, v in row.items()):
             return  # a step replayed after a resume, already in the history as it is now
         run.log(row, step=self._next_step, commit=True)

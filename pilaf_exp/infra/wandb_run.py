@@ -12,12 +12,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from pilaf_exp.infra.names import (
+    ANNOTATIONS,
+    EVAL_J,
+    EXACT,
+    EXACT_J,
+    FIGURE,
+    FINAL_TABLE,
+    GLOBAL_STEP,
+    OBJECTIVE,
+    OPTIMUM_GAIN_SHARE,
+    OPTIMUM_J_REF,
+    OPTIMUM_J_STAR,
+    SAMPLED,
+    SFT,
+    SFT_J,
+    TIMING,
+    metric_key,
+)
 from pilaf_exp.infra.wandb_records import items, records
 
 RESOLVED_CONFIG = "config_resolved.yaml"  # the run's resolved config (run_output.run_files.save_config)
 CHOICES = ("sampler", "algo", "model", "task", "oracle", "trainer")  # group choices: top-level config keys
-ANNOTATIONS, STEP = "annotations/total", "trainer/global_step"
-EVALUATIONS = ("eval/*", "exact/*")  # logged at every evaluation, with the annotation count
+# Logged at every evaluation, with the annotation count: eval/*, exact/*.
+EVALUATIONS = (metric_key(SAMPLED, "*"), metric_key(EXACT, "*"))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -70,7 +88,7 @@ def define_metrics(run: Any) -> None:
     run.define_metric(ANNOTATIONS)
     for glob in EVALUATIONS:
         run.define_metric(glob, step_metric=ANNOTATIONS)
-    run.define_metric("eval/J", step_metric=ANNOTATIONS, summary="last,max")
+    run.define_metric(EVAL_J, step_metric=ANNOTATIONS, summary="last,max")
 
 
 def cell(step: Any, key: str, value: Any) -> tuple:
@@ -91,7 +109,7 @@ def earlier_history(wandb_dir: Path, run_id: str) -> tuple[int, set[tuple]]:
                 if record.WhichOneof("record_type") == "history":
                     row = items(record.history.item)
                     last = max(last, int(row["_step"]))
-                    seen |= {cell(row.get(STEP), k, v) for k, v in row.items() if not k.startswith("_")}
+                    seen |= {cell(row.get(GLOBAL_STEP), k, v) for k, v in row.items() if not k.startswith("_")}
         except (OSError, ValueError):
             continue  # unreadable: that process left nothing to continue from
     return last, seen
@@ -102,14 +120,13 @@ def final_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     values and J*."""
     columns = ["policy", "step", "reward", "KL", "J"]
     rows = [
-        ["SFT", 0, summary["sft/reward"], summary["sft/kl"], summary["sft/J"]],
-        ["final", summary["steps"], summary["eval/reward"], summary["eval/kl"], summary["eval/J"]],
+        ["SFT", 0, *(summary[metric_key(SFT, metric)] for metric in OBJECTIVE)],
+        ["final", summary["steps"], *(summary[metric_key(SAMPLED, metric)] for metric in OBJECTIVE)],
     ]
-    if "exact/J" in summary:  # an enumerable task: the final policy's exact values too
-        exact = [summary[f"exact/{key}"] for key in ("reward", "kl", "J")]
-        rows.append(["final (exact)", summary["steps"], *exact])
-    if "optimum/J_star" in summary:
-        rows.append(["optimum (exact J*)", None, None, None, summary["optimum/J_star"]])
+    if EXACT_J in summary:  # an enumerable task: the final policy's exact values too
+        rows.append(["final (exact)", summary["steps"], *(summary[metric_key(EXACT, metric)] for metric in OBJECTIVE)])
+    if OPTIMUM_J_STAR in summary:
+        rows.append(["optimum (exact J*)", None, None, None, summary[OPTIMUM_J_STAR]])
     return columns, rows
 
 
@@ -117,11 +134,11 @@ def summary_values(summary: dict[str, Any], timing: dict[str, Any]) -> dict[str,
     """The run summary's own values: the SFT baseline, J*, J(pi_ref) and the gain share, the costs,
     and the timing split (`timing/*`). eval/* keep what define_metrics asks (eval/J: last and max)."""
     names = ("algo", "sampler", "seed", "experiment")  # in the config already
-    values = {k: v for k, v in summary.items() if not k.startswith("eval/") and k not in names}
-    if "optimum/J_star" in summary:
-        achievable = summary["optimum/J_star"] - summary["optimum/J_ref"]
-        values["optimum/gain_share"] = (summary["eval/J"] - summary["sft/J"]) / achievable
-    return values | {f"timing/{k}": v for k, v in timing.items()}
+    values = {k: v for k, v in summary.items() if not k.startswith(metric_key(SAMPLED, "")) and k not in names}
+    if OPTIMUM_J_STAR in summary:
+        achievable = summary[OPTIMUM_J_STAR] - summary[OPTIMUM_J_REF]
+        values[OPTIMUM_GAIN_SHARE] = (summary[EVAL_J] - summary[SFT_J]) / achievable
+    return values | {metric_key(TIMING, k): v for k, v in timing.items()}
 
 
 def run_outputs(out_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int] | None:
@@ -135,8 +152,8 @@ def run_outputs(out_dir: Path) -> tuple[dict[str, Any], dict[str, Any], int] | N
     timing_file = out_dir / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     columns, rows = final_rows(summary)
-    media: dict[str, Any] = {"outputs/final_table": wandb.Table(columns=columns, data=rows)}
+    media: dict[str, Any] = {FINAL_TABLE: wandb.Table(columns=columns, data=rows)}
     if (out_dir / "reward_kl.png").exists():
         caption = f"{summary['algo']} DPO, {summary['sampler']}, seed {summary['seed']}: reward vs KL (darker = later)"
-        media["outputs/reward_kl"] = wandb.Image(str(out_dir / "reward_kl.png"), caption=caption)
+        media[FIGURE] = wandb.Image(str(out_dir / "reward_kl.png"), caption=caption)
     return media, summary_values(summary, timing), int(summary["steps"])

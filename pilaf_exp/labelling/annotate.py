@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from pilaf_exp.infra.ledger import Ledger, ledger_entry
+from pilaf_exp.infra.names import LABELLING, SAMPLING
 from pilaf_exp.infra.timing import Stopwatch
 from pilaf_exp.labelling.labelers import Labeler
 from pilaf_exp.labelling.oracle import Oracle
@@ -17,8 +18,8 @@ from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.sampling.samplers import Sampler
 
 
-def label(oracle: Oracle, labeler: Labeler, pairs: PairBatch, generator: torch.Generator) -> Tensor:
-    """[B] True where the oracle prefers y_a. Both responses are scored in one call ([2B])."""
+def score_both(oracle: Oracle, pairs: PairBatch) -> tuple[Tensor, Tensor]:
+    """The oracle's (calibrated) scores of y_a and of y_b ([B] each), both responses in one call ([2B])."""
     scores = oracle.score(
         pairs.prompt_ids.repeat(2, 1),
         pairs.prompt_mask.repeat(2, 1),
@@ -26,7 +27,12 @@ def label(oracle: Oracle, labeler: Labeler, pairs: PairBatch, generator: torch.G
         torch.cat([pairs.mask_a, pairs.mask_b]),
     )
     score_a, score_b = scores.chunk(2)
-    return labeler(score_a, score_b, generator)
+    return score_a, score_b
+
+
+def label(oracle: Oracle, labeler: Labeler, pairs: PairBatch, generator: torch.Generator) -> Tensor:
+    """[B] True where the oracle prefers y_a."""
+    return labeler(*score_both(oracle, pairs), generator)
 
 
 @dataclass
@@ -63,9 +69,9 @@ class Annotator:
             device = prompt_ids.device
             stored = {k: v.to(device) if torch.is_tensor(v) else v for k, v in entry["pairs"].items()}
             return PairBatch(**stored), entry["a_preferred"].to(device)
-        with self.stopwatch("sampling"):
+        with self.stopwatch(SAMPLING):
             pairs = self.sampler.sample(policy, reference, prompt_ids, prompt_mask, self.spec, generator)
-        with self.stopwatch("labelling"):
+        with self.stopwatch(LABELLING):
             a_preferred = label(self.oracle, self.labeler, pairs, generator)
         if ledger:
             ledger.write(*key, ledger_entry(step, pairs, a_preferred, generator))

@@ -24,17 +24,18 @@ word is read from Holm-adjusted p-values over the whole table (`decide.holm_word
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_order
+from pilaf_exp.infra.names import ANNOTATIONS, EVAL_J, EXACT_J
 from pilaf_exp.report.decide import decide, holm_words
-from pilaf_exp.report.efficiency import ANNOTATIONS, annotations_to_reach
+from pilaf_exp.report.efficiency import annotations_to_reach
+from pilaf_exp.report.runs import runs_of
 from pilaf_exp.report.stats import Interval, Paired, mean_ci, paired, verdict
 
-SAMPLED, EXACT = "eval/J", "exact/J"
+SAMPLED, EXACT = EVAL_J, EXACT_J
 # A curve read from exact points needs one between the first and the last: with those two alone (the
 # sweeps' default schedule, eval.exact_every: null) the sampled curve is the better account.
 MIN_EXACT_POINTS = 3
@@ -88,12 +89,6 @@ def endpoints(run: pd.DataFrame, column: str | None = None) -> tuple[float, floa
     return (float(j.iloc[0]), float(j.iloc[-1])) if len(j) else (math.nan, math.nan)
 
 
-def runs_of(history: pd.DataFrame) -> Iterator[tuple[dict, pd.DataFrame]]:
-    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
-    for key, rows in history.groupby(keys, sort=True):
-        yield dict(zip(keys, key)), rows.sort_values("step")
-
-
 def baseline_gain(history: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> float:
     """Vanilla's final gain on the group's scale: mean over its seeds (re-runs of a seed averaged) of
     final J - step-0 J."""
@@ -124,11 +119,6 @@ def per_run(history: pd.DataFrame) -> pd.DataFrame:
     gain, column = baseline_gain(history), scale(history)
     rows = [key | run_metrics(rows, gain, column) for key, rows in runs_of(history)]
     return pd.DataFrame(rows)
-
-
-def sampler_order(names) -> list[str]:
-    known = sampler_names()
-    return sorted(names, key=lambda n: (n not in known, known.index(n) if n in known else 0, n))
 
 
 def compare(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER, margin: float = math.nan) -> pd.DataFrame:

@@ -22,11 +22,9 @@ import numpy as np
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
+from pilaf_exp.infra.names import ANNOTATIONS, EVAL_J
+from pilaf_exp.report.runs import runs_of
 
-# The x axis of the J-vs-annotations plot: responses shown to the oracle, 2 per labelled pair.
-ANNOTATIONS = "annotations/total"
-J = "eval/J"
-BASELINE = BASELINE_SAMPLER
 # Relative slack on the target: the mean of equal floats can exceed them by an ulp (three seeds
 # all ending at J = 0.1 average to 0.1 + 1e-17), and vanilla's best seed must still reach it.
 TOLERANCE = 1e-12
@@ -40,7 +38,7 @@ class Efficiency:
     summary: pd.DataFrame  # one row per sampler (index)
 
 
-def annotations_to_reach(run: pd.DataFrame, target: float, column: str = J) -> float:
+def annotations_to_reach(run: pd.DataFrame, target: float, column: str = EVAL_J) -> float:
     """Annotations at which this run's J (`column`: sampled `eval/J` or exact `exact/J`) first reaches
     `target`, interpolated linearly between the last evaluation below it and the first at or above it;
     NaN if it never does. The first crossing counts even if J falls back below the target later (the
@@ -58,7 +56,9 @@ def annotations_to_reach(run: pd.DataFrame, target: float, column: str = J) -> f
     return float(annotations[i - 1] + fraction * (annotations[i] - annotations[i - 1]))
 
 
-def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE, column: str = J) -> Efficiency | None:
+def annotation_efficiency(
+    history: pd.DataFrame, baseline: str = BASELINE_SAMPLER, column: str = EVAL_J
+) -> Efficiency | None:
     """From one experiment group's evaluation histories (`report.load_runs`): the annotations each
     run needs to reach the baseline's final J, and per sampler their mean ± std over the seeds that
     reached it, 'reached' of 'seeds', and the ratio to the baseline's mean over the seeds where both
@@ -68,11 +68,10 @@ def annotation_efficiency(history: pd.DataFrame, baseline: str = BASELINE, colum
     always is). None when the group has no baseline runs or no annotation counts."""
     if history.empty or ANNOTATIONS not in history or baseline not in set(history["sampler"]):
         return None
-    # A run is one directory: two runs with the same sampler and seed are two runs, not one merged history.
-    keys = ["sampler", "seed", "run_dir"] if "run_dir" in history else ["sampler", "seed"]
-    runs = [(dict(zip(keys, key)), rows.sort_values("step")) for key, rows in history.groupby(keys, sort=True)]
+    runs = list(runs_of(history))
     # The last J on `column`: an evaluation row may carry the other scale only (NaN here).
-    target = float(np.mean([rows[column].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]))
+    finals = [rows[column].dropna().iloc[-1] for key, rows in runs if key["sampler"] == baseline]
+    target = float(np.mean(finals))
     per_seed = pd.DataFrame(
         [
             {

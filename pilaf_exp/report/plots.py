@@ -1,4 +1,5 @@
-"""The report's figures: reward against KL (paper Fig. 2-5) and J against annotations."""
+"""The figures: reward against KL (paper Fig. 2-5; a sweep's, and each run's own `reward_kl.png`) and J
+against annotations."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from pilaf_exp.infra.cli import sampler_names  # noqa: E402
+from pilaf_exp.infra.cli import sampler_names, sampler_order  # noqa: E402
+from pilaf_exp.infra.names import ANNOTATIONS, EVAL_J, EVAL_KL, EVAL_REWARD  # noqa: E402
 
 PALETTE = ["#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 KNOWN = sampler_names()  # conf/sampler/, baseline first: each sampler keeps its colour in every figure
@@ -26,13 +28,12 @@ def colour_of(sampler: str, index: int) -> str:
 
 def by_sampler(frame: pd.DataFrame):
     """(index, sampler, rows) in the configured order (vanilla, best_of_n, hybrid, pilaf), others after."""
-    names = sorted(frame["sampler"].unique(), key=lambda n: (n not in KNOWN, KNOWN.index(n) if n in KNOWN else n))
-    for index, name in enumerate(names):
+    for index, name in enumerate(sampler_order(frame["sampler"])):
         yield index, name, frame[frame["sampler"] == name].sort_values("step")
 
 
-def save(fig: plt.Figure, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+def save(fig: plt.Figure, stem: Path, suffixes: tuple[str, ...] = (".png", ".pdf")) -> list[Path]:
+    paths = [stem.with_suffix(suffix) for suffix in suffixes]
     for path in paths:
         fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -43,20 +44,23 @@ def mean_over_seeds(history: pd.DataFrame) -> pd.DataFrame:
     return history.groupby(["sampler", "step"], as_index=False).mean(numeric_only=True)
 
 
-def plot_reward_kl(history: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """One point per evaluation (mean over seeds), one colour per sampler, darker = later."""
+def plot_reward_kl(
+    history: pd.DataFrame, stem: Path, title: str, suffixes: tuple[str, ...] = (".png", ".pdf")
+) -> list[Path]:
+    """One point per evaluation (mean over seeds), one colour per sampler, darker = later; `history`
+    holds evaluations (`load_runs`' histories, or one run's with its sampler)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     means = mean_over_seeds(history)
     for index, sampler, rows in by_sampler(means):
         base = np.array(to_rgb(colour_of(sampler, index)))
         late = rows["step"] / max(rows["step"].max(), 1)  # 0 = first evaluation, 1 = last
         colours = [tuple(1 - (0.25 + 0.75 * t) * (1 - base)) for t in late]  # white-ish -> full colour
-        ax.plot(rows["eval/kl"], rows["eval/reward"], color=base, linewidth=0.8, alpha=0.5)
-        ax.scatter(rows["eval/kl"], rows["eval/reward"], c=colours, edgecolors=[base], label=sampler, zorder=3)
+        ax.plot(rows[EVAL_KL], rows[EVAL_REWARD], color=base, linewidth=0.8, alpha=0.5)
+        ax.scatter(rows[EVAL_KL], rows[EVAL_REWARD], c=colours, edgecolors=[base], label=sampler, zorder=3)
     ax.set(xlabel="KL(pi_theta || pi_ref)", ylabel="reward r*", title=f"{title}: reward vs KL (darker = later)")
     ax.legend()
     fig.tight_layout()
-    return save(fig, stem)
+    return save(fig, stem, suffixes)
 
 
 def plot_j_vs_annotations(history: pd.DataFrame, stem: Path, title: str) -> list[Path]:
@@ -64,10 +68,10 @@ def plot_j_vs_annotations(history: pd.DataFrame, stem: Path, title: str) -> list
     fig, ax = plt.subplots(figsize=(6, 4.5))
     grouped = history.groupby(["sampler", "step"])
     stats = grouped.agg(
-        annotations=("annotations/total", "mean"),
-        mean=("eval/J", "mean"),
-        low=("eval/J", "min"),
-        high=("eval/J", "max"),
+        annotations=(ANNOTATIONS, "mean"),
+        mean=(EVAL_J, "mean"),
+        low=(EVAL_J, "min"),
+        high=(EVAL_J, "max"),
     ).reset_index()
     for index, sampler, rows in by_sampler(stats):
         colour = colour_of(sampler, index)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-PHASES = ("setup", "optimum", "sampling", "labelling", "ledger", "training", "evaluation")  # timing.json keys
+from pilaf_exp.infra.names import PHASES, TOTAL
+from pilaf_exp.report.markdown import markdown_table
 
 
 def run_times(root: Path) -> pd.DataFrame:
@@ -24,7 +25,7 @@ def run_times(root: Path) -> pd.DataFrame:
             {
                 "sampler": summary["sampler"],
                 "threads": timing.get("threads"),
-                "total": timing["total"],
+                TOTAL: timing[TOTAL],
                 **{phase: timing.get(phase, 0.0) for phase in PHASES},
             }
         )
@@ -36,17 +37,15 @@ def time_table(root: Path) -> str:
     runs = run_times(root)
     if runs.empty:
         return ""
-    columns = [*PHASES, "total"]
+    columns = [*PHASES, TOTAL]
     per_sampler = runs.groupby("sampler")[columns].sum() / 60
     per_sampler.insert(0, "runs", runs.groupby("sampler").size())
     per_sampler.loc["all"] = [len(runs), *(runs[columns].sum() / 60)]
     header = ["sampler", "runs", *[f"{c} (min)" for c in columns]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in per_sampler.iterrows():
-        lines.append("| " + " | ".join([str(name), str(int(row["runs"])), *(f"{row[c]:.1f}" for c in columns)]) + " |")
+    rows = [[name, int(row["runs"]), *(f"{row[c]:.1f}" for c in columns)] for name, row in per_sampler.iterrows()]
     threads = ", ".join(str(t) for t in sorted(runs["threads"].dropna().unique()))
-    note = f"\nRun time summed over runs (threads per run: {threads or 'not recorded'})"
+    note = f"Run time summed over runs (threads per run: {threads or 'not recorded'})"
     done = root / "done"
     if done.exists():
         note += f"; the sweep's wall time: {json.loads(done.read_text())['seconds'] / 60:.1f} min"
-    return "\n".join(lines) + note + ".\n"
+    return markdown_table(header, rows) + "\n" + note + ".\n"

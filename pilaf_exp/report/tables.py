@@ -2,8 +2,9 @@
 
 Finds every run (a directory holding summary.json) below the directory and writes, per
 experiment (a sweep's `experiment_name`, else the algorithm): a table of the final reward, KL, J and
-gain % (exact where the task is enumerable) as mean [95% t interval] over seeds, best mean in bold and
-second underlined, with J - vanilla's J paired by seed (Markdown, LaTeX, CSV: `<group>_table.*`);
+gain % (exact where the task is enumerable) as mean [95% t interval] over seeds, unmarked (an ordering of
+means is not evidence), with J - vanilla's J paired by seed, marked only where its interval excludes zero
+(Markdown, LaTeX, CSV: `<group>_table.*`);
 reward against KL at every evaluation (PNG, PDF); J against the number of annotations (PNG, PDF);
 the curve metrics of every run and their paired comparison with vanilla (`<group>_curves.md/.csv`,
 `<group>_curves_per_run.csv`; pilaf_exp.report.curves); and the annotations each sampler needs to
@@ -13,24 +14,39 @@ is called a win only when its paired interval excludes zero (pilaf_exp.report.st
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
+from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_order
+from pilaf_exp.infra.names import (
+    ANNOTATIONS,
+    EVAL_J,
+    EXACT,
+    EXACT_GAIN,
+    EXACT_J,
+    KL,
+    OPTIMUM_J_REF,
+    OPTIMUM_J_STAR,
+    REWARD,
+    SAMPLED,
+    SFT_J,
+    J,
+    metric_key,
+)
 from pilaf_exp.report import curves
 from pilaf_exp.report.curves import difference_columns, difference_text, interval_text
 from pilaf_exp.report.decide import decide, margin_of
 from pilaf_exp.report.efficiency import annotation_efficiency, caption, efficiency_cells
+from pilaf_exp.report.markdown import markdown
 from pilaf_exp.report.plots import plot_j_vs_annotations, plot_reward_kl
+from pilaf_exp.report.runs import load_runs
 from pilaf_exp.report.stats import Interval, mean_ci, paired
 from pilaf_exp.report.sweep_time import time_table
 
-SAMPLER_ORDER = sampler_names()  # conf/sampler/: the baseline first, then alphabetical (the paper's order)
-# column -> (summary key after "exact/" or "eval/", higher is better)
-METRICS = {"Reward": ("reward", True), "KL": ("kl", False), "J": ("J", True)}
+# column -> (metric: the summary key after its source, exact or sampled; higher is better)
+METRICS = {"Reward": (REWARD, True), "KL": (KL, False), "J": (J, True)}
 DIFF = "J diff"  # the paired J - baseline J columns of the endpoint table's CSV: "J diff mean", "J diff pairs", ...
 
 
@@ -39,50 +55,25 @@ def diff_column(key: str) -> str:
     return f"{DIFF} {key.removeprefix('diff ')}"
 
 
-def load_runs(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per run (its summary), and one row per evaluation of every run."""
-    summaries, histories = [], []
-    for path in sorted(root.rglob("summary.json")):
-        summary = json.loads(path.read_text())
-        summary["run_dir"] = str(path.parent)
-        summary["group"] = summary.get("experiment") or summary["algo"]
-        summaries.append(summary)
-        history_file = path.parent / "eval_history.csv"
-        if history_file.exists():
-            history = pd.read_csv(history_file)
-            # run_dir keeps two runs of one sampler and seed (a re-run in the same tree) apart.
-            histories.append(
-                history.assign(
-                    group=summary["group"], sampler=summary["sampler"], seed=summary["seed"], run_dir=summary["run_dir"]
-                )
-            )
-    runs = pd.DataFrame(summaries)
-    return runs, pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-
-
-def sampler_sort_key(names: pd.Index) -> pd.Index:
-    return pd.Index([SAMPLER_ORDER.index(n) if n in SAMPLER_ORDER else len(SAMPLER_ORDER) for n in names])
-
-
 def gain_fraction(runs: pd.DataFrame) -> pd.Series:
     """Share of the achievable gain: measured gain over the SFT policy / exact (J* - J(pi_ref))."""
-    return 100 * (runs["eval/J"] - runs["sft/J"]) / (runs["optimum/J_star"] - runs["optimum/J_ref"])
+    return 100 * (runs[EVAL_J] - runs[SFT_J]) / (runs[OPTIMUM_J_STAR] - runs[OPTIMUM_J_REF])
 
 
 def endpoint_source(runs: pd.DataFrame) -> str:
-    """'exact' when every run has its final policy's exact values (an enumerable task), else 'eval'
-    (sampled): one source for the whole table, so no column mixes noisy and exact numbers."""
-    return "exact" if "exact/J" in runs and runs["exact/J"].notna().all() else "eval"
+    """EXACT when every run has its final policy's exact values (an enumerable task), else SAMPLED:
+    one source for the whole table, so no column mixes noisy and exact numbers."""
+    return EXACT if EXACT_J in runs and runs[EXACT_J].notna().all() else SAMPLED
 
 
 def endpoint_values(runs: pd.DataFrame) -> pd.DataFrame:
     """Per run: sampler, seed, final reward, KL, J and, where J* is known, gain % (100 x exact/gain,
     else `gain_fraction` of the sampled J)."""
     source = endpoint_source(runs)
-    columns = {name: runs[f"{source}/{key}"] for name, (key, _) in METRICS.items()}
-    if source == "exact" and "exact/gain" in runs and runs["exact/gain"].notna().all():
-        columns["gain %"] = 100 * runs["exact/gain"]
-    elif "optimum/J_star" in runs and runs["optimum/J_star"].notna().all():
+    columns = {name: runs[metric_key(source, metric)] for name, (metric, _) in METRICS.items()}
+    if source == EXACT and EXACT_GAIN in runs and runs[EXACT_GAIN].notna().all():
+        columns["gain %"] = 100 * runs[EXACT_GAIN]
+    elif OPTIMUM_J_STAR in runs and runs[OPTIMUM_J_STAR].notna().all():
         columns["gain %"] = gain_fraction(runs)
     return pd.DataFrame(columns).assign(sampler=runs["sampler"], seed=runs["seed"])
 
@@ -117,7 +108,7 @@ def summarise(runs: pd.DataFrame, baseline: str = BASELINE_SAMPLER) -> pd.DataFr
         diffs[sampler] = {diff_column(key): value for key, value in columns.items()}
     if diffs:
         stats = stats.join(pd.DataFrame.from_dict(diffs, orient="index")).astype({diff_column("pairs"): "Int64"})
-    return stats.sort_index(key=sampler_sort_key)
+    return stats.loc[sampler_order(stats.index)]
 
 
 def formatted(stats: pd.DataFrame, win: str = "**{}**") -> pd.DataFrame:
@@ -141,7 +132,7 @@ def formatted(stats: pd.DataFrame, win: str = "**{}**") -> pd.DataFrame:
 
 
 def endpoint_caption(source: str) -> str:
-    what = "exact (enumerated, no sampling noise)" if source == "exact" else "sampled evaluation"
+    what = "exact (enumerated, no sampling noise)" if source == EXACT else "sampled evaluation"
     return (
         f"Final policy, {what}: mean [95% t interval] over seeds. ΔJ = J - {BASELINE_SAMPLER}'s J paired by "
         "seed: ▲ better / ▼ worse (bold = better) when its 95% interval excludes 0; equivalent within ±m when "
@@ -149,13 +140,6 @@ def endpoint_caption(source: str) -> str:
         "the minimum difference the seeds could detect at 80% power (MDE). Each row is one unadjusted test; no "
         "other cell is marked, since an ordering of means is not evidence.\n\n"
     )
-
-
-def markdown(cells: pd.DataFrame) -> str:
-    header = [cells.index.name or "sampler", *cells.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([str(name), *map(str, row)]) + " |" for name, row in cells.iterrows()]
-    return "\n".join(lines) + "\n"
 
 
 LATEX = {"±": r"$\pm$", "▲": r"$\blacktriangle$", "▼": r"$\blacktriangledown$", "Δ": r"$\Delta$", "%": r"\%"}
@@ -210,7 +194,7 @@ def write_report(root: Path, out: Path) -> list[Path]:
 
 def write_curves(history: pd.DataFrame, stem: Path, group: str, margin: float = math.nan) -> list[Path]:
     """The curve metrics per run (`<stem>_per_run.csv`) and per sampler with paired tests (CSV, Markdown)."""
-    if history.empty or curves.ANNOTATIONS not in history:
+    if history.empty or ANNOTATIONS not in history:
         return []
     per_run = curves.per_run(history)
     table = curves.compare(per_run, margin=margin)
@@ -228,8 +212,9 @@ def write_efficiency(history: pd.DataFrame, stem: Path, group: str) -> list[Path
     efficiency = annotation_efficiency(history, column=curves.scale(history))
     if efficiency is None:
         return []
-    efficiency.summary.sort_index(key=sampler_sort_key).to_csv(stem.with_suffix(".csv"))
-    md = caption(efficiency) + markdown(efficiency_cells(efficiency).sort_index(key=sampler_sort_key))
+    order = sampler_order(efficiency.summary.index)
+    efficiency.summary.loc[order].to_csv(stem.with_suffix(".csv"))
+    md = caption(efficiency) + markdown(efficiency_cells(efficiency).loc[order])
     stem.with_suffix(".md").write_text(md)
     print(f"## {group}: annotations to reach vanilla's final J\n\n{md}")
     return [stem.with_suffix(".csv"), stem.with_suffix(".md")]

@@ -11,6 +11,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pilaf_exp.infra.names import (
+    ANNOTATIONS,
+    EVAL_J,
+    EVAL_KL,
+    EVAL_REWARD,
+    FIGURE,
+    GLOBAL_STEP,
+    LABELLED_PAIRS,
+    TRAIN_LOSS,
+)
+
 SPEC_FILE = "wandb_workspace.json"
 SUMMARY_TABLES = ("_table", "_efficiency")  # of the report run's tables, those the summary section shows
 
@@ -24,25 +35,25 @@ def sections(tables: list[str]) -> list[Any]:
     efficiency = [
         wr.LinePlot(
             title="J vs annotations (mean, min-max over seeds)",
-            x="annotations/total",
-            y=["eval/J"],
+            x=ANNOTATIONS,
+            y=[EVAL_J],
             groupby_rangefunc="minmax",
             **by_sampler,
         ),
-        wr.LinePlot(title="reward vs annotations", x="annotations/total", y=["eval/reward"], **by_sampler),
-        wr.LinePlot(title="KL vs annotations", x="annotations/total", y=["eval/kl"], **by_sampler),
+        wr.LinePlot(title="reward vs annotations", x=ANNOTATIONS, y=[EVAL_REWARD], **by_sampler),
+        wr.LinePlot(title="KL vs annotations", x=ANNOTATIONS, y=[EVAL_KL], **by_sampler),
     ]
     trade_off = [
-        wr.LinePlot(title="reward vs KL, every evaluation", x="eval/kl", y=["eval/reward"], **by_sampler),
-        wr.ScatterPlot(title="final reward vs final KL, one point per run", x="eval/kl", y="eval/reward"),
+        wr.LinePlot(title="reward vs KL, every evaluation", x=EVAL_KL, y=[EVAL_REWARD], **by_sampler),
+        wr.ScatterPlot(title="final reward vs final KL, one point per run", x=EVAL_KL, y=EVAL_REWARD),
     ]
     by_step = [
-        wr.LinePlot(title=f"{key} vs training step", x="trainer/global_step", y=[key], **by_sampler)
-        for key in ("eval/J", "eval/reward", "eval/kl", "train/loss")
+        wr.LinePlot(title=f"{key} vs training step", x=GLOBAL_STEP, y=[key], **by_sampler)
+        for key in (EVAL_J, EVAL_REWARD, EVAL_KL, TRAIN_LOSS)
     ]
     summary = [wr.WeavePanelSummaryTable(table_name=name) for name in tables if name.endswith(SUMMARY_TABLES)]
     summary.append(wr.RunComparer(diff_only="split"))
-    media = [wr.WeavePanelSummaryTable(table_name="pairs/labelled"), wr.MediaBrowser(media_keys=["outputs/reward_kl"])]
+    media = [wr.WeavePanelSummaryTable(table_name=LABELLED_PAIRS), wr.MediaBrowser(media_keys=[FIGURE])]
     return [
         ws.Section(name="J vs annotations", panels=efficiency, is_open=True),
         ws.Section(name="reward vs KL", panels=trade_off, is_open=True),
@@ -67,7 +78,7 @@ def workspace(entity: str, project: str, group: str | None, tables: list[str]) -
         project=project,
         name=f"pilaf_exp {group or project}",
         sections=sections(tables),
-        settings=ws.WorkspaceSettings(x_axis="annotations/total"),
+        settings=ws.WorkspaceSettings(x_axis=ANNOTATIONS),
         runset_settings=runset,
     )
 

@@ -26,9 +26,11 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER  # noqa: E402
+from pilaf_exp.infra.names import EVAL_KL, EXACT_J  # noqa: E402
+from pilaf_exp.report.markdown import markdown  # noqa: E402
 from pilaf_exp.report.plots import colour_of  # noqa: E402
+from pilaf_exp.report.runs import load_runs  # noqa: E402
 from pilaf_exp.report.stats import mean_ci  # noqa: E402
-from pilaf_exp.report.tables import load_runs, markdown  # noqa: E402
 
 MAX_J_DROP = 0.1  # exact J between consecutive exact evaluations
 MAX_KL_JUMP = 2.0  # nats of sampled KL between consecutive evaluations
@@ -42,8 +44,8 @@ def learning_rates(runs: pd.DataFrame) -> pd.Series:
 def run_checks(history: pd.DataFrame) -> dict[str, float]:
     """One run's worst exact-J drop and worst sampled-KL jump between consecutive evaluations."""
     rows = history.sort_values("step")
-    exact = rows["exact/J"].dropna().to_numpy()
-    kl = rows["eval/kl"].dropna().to_numpy()
+    exact = rows[EXACT_J].dropna().to_numpy()
+    kl = rows[EVAL_KL].dropna().to_numpy()
     drop = float(np.max(exact[:-1] - exact[1:], initial=0.0))
     jump = float(np.max(np.abs(np.diff(kl)), initial=0.0))
     return {"worst exact-J drop": drop, "worst KL jump": jump, "final exact J": float(exact[-1])}
@@ -73,7 +75,7 @@ def sensitivity_figure(runs: pd.DataFrame, path: Path) -> Path:
     """Final exact J against lr, per sampler: mean and 95% CI over the protocol seeds."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for index, (sampler, rows) in enumerate(runs.groupby("sampler", sort=False)):
-        stats = [(lr, mean_ci(group["exact/J"].to_numpy())) for lr, group in rows.groupby("lr")]
+        stats = [(lr, mean_ci(group[EXACT_J].to_numpy())) for lr, group in rows.groupby("lr")]
         lrs = [lr for lr, _ in stats]
         means = np.array([ci.mean for _, ci in stats])
         low = np.array([ci.low if ci.low == ci.low else ci.mean for _, ci in stats])

@@ -12,6 +12,7 @@ from pilaf_exp.infra.cli import BASELINE_SAMPLER
 from pilaf_exp.results.primary import primary_table
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
+# The report's tables a claim's section shows: (file stem after `<group>_`, title).
 SECTIONS = (
     ("table", "Final policy"),
     ("curves", "Whole curves"),
@@ -105,11 +106,7 @@ def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path, chos
             f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}:\n\n{table}"
         )
     parts.append(f"Final exact J (secondary): {verdict(report_dir / f'{group}_table.csv')}.\n")
-    for stem, title in (
-        ("table", "Final policy"),
-        ("curves", "Whole curves"),
-        ("efficiency", "Annotations to reach vanilla's final J"),
-    ):
+    for stem, title in SECTIONS:
         path = report_dir / f"{group}_{stem}.md"
         if path.exists():
             parts.append(f"### {title}\n\n{path.read_text()}")

@@ -8,19 +8,38 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from pilaf_exp.infra.cache import weights_fingerprint  # noqa: E402
-from pilaf_exp.infra.errors import ConfigError  # noqa: E402
-from pilaf_exp.training.record import RunRecord  # noqa: E402
+from pilaf_exp.infra.cache import weights_fingerprint
+from pilaf_exp.infra.errors import ConfigError
+from pilaf_exp.infra.names import (
+    ANNOTATIONS,
+    EXACT,
+    EXACT_GAIN,
+    FIT,
+    FORWARD_PASSES,
+    IN_FIT,
+    OBJECTIVE,
+    OPTIMUM,
+    OPTIMUM_J_REF,
+    OPTIMUM_J_STAR,
+    OPTIMUM_PROMPTS,
+    SAMPLED,
+    SAMPLING,
+    SELECTION_PASSES,
+    SETUP,
+    SFT,
+    TOTAL,
+    TRAINING,
+    J,
+    metric_key,
+)
+from pilaf_exp.report.plots import plot_reward_kl
+from pilaf_exp.training.record import RunRecord
 
 
 def claim_run_dir(out_dir: Path, min_free_gb: float = 0.0) -> None:
@@ -73,7 +92,7 @@ def summary(
         "experiment": cfg.get("experiment_name") or names["algo"],
         "steps": history[-1]["step"],
         **{k: v for k, v in history[-1].items() if k != "step"},
-        **{f"sft/{k.split('/')[1]}": history[0][k] for k in ("eval/reward", "eval/kl", "eval/J")},
+        **{metric_key(SFT, metric): history[0][metric_key(SAMPLED, metric)] for metric in OBJECTIVE},
         **fixed,
         **{f"task/skipped_{reason}": count for reason, count in skipped.items()},
         **record.notes,
@@ -89,7 +108,9 @@ def write_run(
     write_json(out_dir / "summary.json", summary)
     write_json(out_dir / "timing.json", split)
     write_history(out_dir / "eval_history.csv", record.history)
-    plot_reward_kl(record.history, out_dir / "reward_kl.png", title=f"{summary['algo']} DPO, {summary['sampler']}")
+    # The sweep report's figure for one run: one sampler, one seed.
+    history = pd.DataFrame(record.history).assign(sampler=summary["sampler"])
+    plot_reward_kl(history, out_dir / "reward_kl", f"{summary['algo']} DPO, {summary['sampler']}", suffixes=(".png",))
     print_result(summary, split, out_dir)
 
 
@@ -100,35 +121,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-PHASES = ("sampling", "labelling", "ledger", "evaluation", "optimum")
-
-
 def timing(seconds: dict[str, float], wall: float, pairs: int) -> dict[str, float]:
-    """Wall time split by phase; 'training' is the rest of the fit (loss, backward, optimizer,
-    Lightning's loop), 'setup' everything before it (SFT cache, oracle calibration)."""
-    split = {phase: seconds.get(phase, 0.0) for phase in PHASES}
-    in_fit = sum(split[p] for p in ("sampling", "labelling", "ledger", "evaluation"))
-    split["training"] = seconds.get("fit", 0.0) - in_fit
-    split["setup"] = wall - seconds.get("fit", 0.0) - split["optimum"]
-    split["total"] = wall
-    split["sampling_ms_per_pair"] = 1000 * split["sampling"] / max(pairs, 1)
+    """Wall time split by phase (`names.PHASES`); 'training' is the rest of the fit (loss, backward,
+    optimizer, Lightning's loop), 'setup' everything before it (SFT cache, oracle calibration)."""
+    split = {phase: seconds.get(phase, 0.0) for phase in (*IN_FIT, OPTIMUM)}
+    fit = seconds.get(FIT, 0.0)
+    split[TRAINING] = fit - sum(split[phase] for phase in IN_FIT)
+    split[SETUP] = wall - fit - split[OPTIMUM]
+    split[TOTAL] = wall
+    split["sampling_ms_per_pair"] = 1000 * split[SAMPLING] / max(pairs, 1)
     return split
-
-
-def plot_reward_kl(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Reward against KL at every evaluation; darker = later (paper Fig. 2-5)."""
-    kl = [row["eval/kl"] for row in history]
-    reward = [row["eval/reward"] for row in history]
-    steps = [row["step"] for row in history]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(kl, reward, color="0.7", zorder=1)
-    light_to_dark = LinearSegmentedColormap.from_list("steps", ["#c6dbef", "#08306b"])
-    points = ax.scatter(kl, reward, c=steps, cmap=light_to_dark, vmin=0, edgecolors="k", zorder=2)
-    fig.colorbar(points, ax=ax, label="training step")
-    ax.set(xlabel="KL(pi_theta || pi_ref)", ylabel="reward r*", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path) -> None:
@@ -136,25 +138,22 @@ def print_result(summary: dict[str, Any], split: dict[str, float], out_dir: Path
     table = Table(title=f"{summary['algo']} DPO · sampler={summary['sampler']} · seed={summary['seed']}")
     for column in ("policy", "reward", "KL", "J"):
         table.add_column(column, justify="right")
-    table.add_row("SFT (step 0), sampled", *(f"{summary[f'sft/{k}']:.3f}" for k in ("reward", "kl", "J")))
     final = f"final (step {summary['steps']})"
-    table.add_row(f"{final}, sampled", *(f"{summary[f'eval/{k}']:.3f}" for k in ("reward", "kl", "J")))
-    if "exact/J" in summary:
-        table.add_row(f"{final}, exact", *(f"{summary[f'exact/{k}']:.3f}" for k in ("reward", "kl", "J")))
+    rows = [("SFT (step 0), sampled", SFT), (f"{final}, sampled", SAMPLED), (f"{final}, exact", EXACT)]
+    for label, source in rows:
+        if metric_key(source, J) in summary:  # exact values on an enumerable task only
+            table.add_row(label, *(f"{summary[metric_key(source, m)]:.3f}" for m in OBJECTIVE))
     console.print(table)
-    if "optimum/J_star" in summary:
-        achievable = summary["optimum/J_star"] - summary["optimum/J_ref"]
+    if OPTIMUM_J_STAR in summary:
+        j_star, j_ref = summary[OPTIMUM_J_STAR], summary[OPTIMUM_J_REF]
         console.print(
-            f"exact on {summary['optimum/prompts']} test prompts: J(pi_ref) = {summary['optimum/J_ref']:.3f}, "
-            f"J* = {summary['optimum/J_star']:.3f}; the final policy has {100 * summary['exact/gain']:.1f}% of "
-            f"the achievable gain J* - J(pi_ref) = {achievable:.3f}"
+            f"exact on {summary[OPTIMUM_PROMPTS]} test prompts: J(pi_ref) = {j_ref:.3f}, J* = {j_star:.3f}; the "
+            f"final policy has {100 * summary[EXACT_GAIN]:.1f}% of the achievable gain J* - J(pi_ref) = "
+            f"{j_star - j_ref:.3f}"
         )
     console.print(
-        "annotations {a:.0f} · forward passes/pair {f:.2f} (+{s:.2f} selection)".format(
-            a=summary["annotations/total"],
-            f=summary["sampling/forward_passes_per_pair"],
-            s=summary["sampling/selection_passes_per_pair"],
-        )
+        f"annotations {summary[ANNOTATIONS]:.0f} · forward passes/pair {summary[FORWARD_PASSES]:.2f} "
+        f"(+{summary[SELECTION_PASSES]:.2f} selection)"
     )
     console.print(
         "wall {total:.1f}s = setup {setup:.1f} + exact J* {optimum:.1f} + sampling {sampling:.1f}"

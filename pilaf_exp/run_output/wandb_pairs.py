@@ -13,12 +13,13 @@ from torch import Tensor
 
 from pilaf_exp.data.text import strip_padding
 from pilaf_exp.infra.loggers import RunLogger
+from pilaf_exp.infra.names import LABELLED_PAIRS
+from pilaf_exp.labelling.annotate import score_both
 from pilaf_exp.sampling.decoding import SOURCES
 from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.training.module import DPOModule
 
 COLUMNS = ["step", "prompt", "response_a", "response_b", "source_a", "source_b", "score_a", "score_b", "label"]
-KEY = "pairs/labelled"
 
 
 def wandb_callbacks(loggers: Sequence[Any], tokenizer: Any = None) -> list[L.Callback]:
@@ -55,9 +56,9 @@ class LabelledPairsTable(L.Callback):
         pairs, a_preferred = picked
         pairs = PairBatch.from_tensors(*(t[: self.rows].to(pl_module.device) for t in pairs.tensors()))
         with torch.inference_mode():
-            scores = score_both(pl_module.oracle, pairs)
+            scores = [score.float().cpu() for score in score_both(pl_module.oracle, pairs)]
         if trainer.is_global_zero:
-            self.logger.log_media({KEY: self.table(step, pairs, a_preferred[: self.rows], *scores)}, step)
+            self.logger.log_media({LABELLED_PAIRS: self.table(step, pairs, a_preferred[: self.rows], *scores)}, step)
 
     def table(self, step: int, pairs: PairBatch, a_preferred: Tensor, score_a: Tensor, score_b: Tensor) -> Any:
         import wandb
@@ -93,14 +94,3 @@ def latest_pairs(pl_module: DPOModule, batch: Any) -> tuple[PairBatch, Tensor] |
         pairs = PairBatch.from_tensors(*batch)
         return pairs, torch.ones(len(pairs), dtype=torch.bool)
     return None
-
-
-def score_both(oracle: Any, pairs: PairBatch) -> tuple[Tensor, Tensor]:
-    """The oracle's (calibrated) score of y_a and of y_b, in one call."""
-    scores = oracle.score(
-        pairs.prompt_ids.repeat(2, 1),
-        pairs.prompt_mask.repeat(2, 1),
-        torch.cat([pairs.response_a, pairs.response_b]),
-        torch.cat([pairs.mask_a, pairs.mask_b]),
-    )
-    return scores.float().cpu().chunk(2)

@@ -43,9 +43,6 @@ class _Runner:
     def add_logits(self, logits: Tensor | None, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def logits(self, input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
-        return self.step(input_ids, attention, positions)
-
 
 def _single_cover(rows: Tensor, scale: Tensor, total: int) -> bool:
     return (
@@ -194,7 +191,7 @@ def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width
 def mixed_logits(runners: list[_Runner], input_ids: Tensor, attention: Tensor, positions: Tensor) -> Tensor:
     """Next-token logits of every row's mixture: [R, V] (fp32)."""
     if len(runners) == 1 and runners[0].covers_all_rows_alone:  # vanilla / best-of-N: the policy's own
-        return runners[0].logits(input_ids, attention, positions)
+        return runners[0].step(input_ids, attention, positions)
     logits = None
     for runner in runners:
         logits = runner.add_logits(logits, input_ids, attention, positions)

@@ -22,12 +22,13 @@ why any other model falls back to the `transformers` forward.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
+
+from pilaf_exp.sampling.stacked_weights import Batched, LayerWeights
 
 LLAMA_LAYOUT_TYPES = ("llama", "qwen2", "mistral")
 
@@ -70,67 +71,6 @@ def architecture_key(model: nn.Module) -> tuple:
     )
 
 
-class _Batched(NamedTuple):
-    """Projection weights of M models stacked for one batched matmul: [M, out, in], [M, out] | None."""
-
-    weight: Tensor
-    bias: Tensor | None
-
-
-def _batched(pairs: list[tuple[Tensor, Tensor | None]]) -> _Batched:
-    return _Batched(
-        torch.stack([w for w, _ in pairs]), None if pairs[0][1] is None else torch.stack([b for _, b in pairs])
-    )
-
-
-class _Layer:
-    """One decoder layer's weights per model: lists of (weight [out, in], bias [out] | None)."""
-
-    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int, stack: bool = False) -> None:
-        def linear(name: str, parent: str) -> list[tuple[Tensor, Tensor | None]]:
-            modules = [getattr(getattr(layer, parent), name) for layer in layers]
-            return [(m.weight, m.bias) for m in modules]
-
-        self.q, self.k, self.v, self.o = (linear(p, "self_attn") for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-        self.gate, self.up, self.down = (linear(p, "mlp") for p in ("gate_proj", "up_proj", "down_proj"))
-        # [q; k; rotate_half(q); rotate_half(k); v] in one matmul: RoPE is then qk*cos + qk_rot*sin.
-        self.qkv = (
-            [
-                _fuse([q, k, _rotate_half_rows(*q, head_dim), _rotate_half_rows(*k, head_dim), v])
-                for q, k, v in zip(self.q, self.k, self.v)
-            ]
-            if fuse
-            else None
-        )
-        self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
-        if stack:  # equal-sized segments: one batched matmul per projection for all the models
-            projections = ("qkv", "gate_up", "o", "down") if fuse else ("q", "k", "v", "gate", "up", "o", "down")
-            for name in projections:
-                setattr(self, name, _batched(getattr(self, name)))
-        self.input_norm = [layer.input_layernorm.weight for layer in layers]
-        self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
-
-
-def _fuse(pairs: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
-    """Concatenate (weight [out_i, in], bias) pairs along out, so one matmul computes them all."""
-    weight = torch.cat([w for w, _ in pairs])
-    if all(b is None for _, b in pairs):
-        return weight, None
-    return weight, torch.cat([b if b is not None else w.new_zeros(len(w)) for w, b in pairs])
-
-
-def _rotate_half_rows(weight: Tensor, bias: Tensor | None, head_dim: int) -> tuple[Tensor, Tensor | None]:
-    """The projection whose output is rotate_half(the original's output), per head of head_dim:
-    rotate_half(y) = cat(-y[half:], y[:half]) is a signed permutation of y's rows."""
-    half = head_dim // 2
-
-    def rotate(t: Tensor) -> Tensor:  # [heads*d, ...]
-        per_head = t.reshape(-1, head_dim, *t.shape[1:])
-        return torch.cat([-per_head[:, half:], per_head[:, :half]], dim=1).reshape(t.shape)
-
-    return rotate(weight), None if bias is None else rotate(bias)
-
-
 class StackedDecoder:
     """Same-architecture models decoding their own rows of a decode batch, in lockstep.
 
@@ -159,7 +99,7 @@ class StackedDecoder:
         # Equal-sized segments (hybrid; PILAF's mixture rows): stacked weights, one bmm per projection.
         stack = stack and len(models) > 1 and len(set(self.sizes)) == 1
         per_layer = zip(*(m.model.layers for m in models))
-        self.layers = [_Layer(layers, fuse, self.head_dim, stack) for layers in per_layer]
+        self.layers = [LayerWeights(layers, fuse, self.head_dim, stack) for layers in per_layer]
         self.embeddings = [m.model.embed_tokens.weight for m in models]
         self.norm = [m.model.norm.weight for m in models]
         self.head = [(m.lm_head.weight, m.lm_head.bias) for m in models]
@@ -192,10 +132,10 @@ class StackedDecoder:
         """x [N, ...] -> one [r_m, ...] view per model."""
         return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
 
-    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]] | _Batched) -> Tensor:
+    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]] | Batched) -> Tensor:
         """x [N, s, in] -> [N, s, out], each segment through its own model's weight: one batched
         matmul over equal segments, else one matmul per model written into slices of one output."""
-        if isinstance(weights, _Batched):
+        if isinstance(weights, Batched):
             m = len(weights.weight)
             out = torch.bmm(x.reshape(m, -1, x.shape[-1]), weights.weight.transpose(1, 2))  # [M, R*s, out]
             if weights.bias is not None:
@@ -238,7 +178,9 @@ class StackedDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _attention_inputs(self, h: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _attention_inputs(
+        self, h: Tensor, layer: LayerWeights, cos: Tensor, sin: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """h [N, s, H] -> q [N, heads, s, d] and k, v [N, kv_heads, s, d], RoPE applied."""
         n, s, d = h.shape[0], h.shape[1], self.head_dim
         if layer.qkv is None:

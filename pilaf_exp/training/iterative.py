@@ -22,6 +22,7 @@ from pilaf_exp.evaluation.evaluator import Evaluator
 from pilaf_exp.infra.atomic import write_atomic
 from pilaf_exp.infra.cache import source_fingerprint
 from pilaf_exp.infra.ledger import Ledger
+from pilaf_exp.infra.names import FIT
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.sampling.samplers import Sampler
@@ -107,7 +108,7 @@ class IterativeDPO(DPOSettings):
     def iterate(self, training: Training, prompts: Prompts, iteration: int, resume: dict | None = None) -> None:
         """One round; its labelled dataset and its training survive an interruption."""
         run = training.run
-        with run.stopwatch("fit"):
+        with run.stopwatch(FIT):
             saved = run.output_dir / "rounds" / f"iteration_{iteration}.pt"
             if saved.exists():  # labelled before an interruption: reuse, do not re-query
                 dataset = PairBatch.from_tensors(*torch.load(saved, weights_only=False))

@@ -14,6 +14,14 @@ from torch import Tensor, nn
 
 from pilaf_exp.infra.checkpoints import rng_states
 from pilaf_exp.infra.ledger import Ledger
+from pilaf_exp.infra.names import (
+    ANNOTATIONS,
+    EVALUATION,
+    TRAIN_ACCURACY,
+    TRAIN_GRAD_NORM,
+    TRAIN_LOSS,
+    TRAIN_REWARD_MARGIN,
+)
 from pilaf_exp.infra.ranks import Ranks
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.pairs import PairBatch
@@ -86,7 +94,7 @@ class DPOModule(L.LightningModule):
         if not torch.isfinite(norm):
             self.stop_non_finite(f"the gradient norm is {norm.item()}")
         if self.logger_writes_this_step():
-            self.log("train/grad_norm", norm)  # before trainer.gradient_clip_val clips it
+            self.log(TRAIN_GRAD_NORM, norm)  # before trainer.gradient_clip_val clips it
 
     def stop_non_finite(self, what: str) -> None:
         """Stop before a non-finite value reaches the weights; the checkpoints on disk stay as they are."""
@@ -124,14 +132,14 @@ class DPOModule(L.LightningModule):
         logp_reference = logp_reference.clone()
         loss, margin = dpo_loss(*logp_policy.chunk(2), *logp_reference.chunk(2), self.settings.beta)
         if not torch.isfinite(loss):
-            self.stop_non_finite(f"train/loss is {loss.item()}")
+            self.stop_non_finite(f"{TRAIN_LOSS} is {loss.item()}")
         mean_margin = margin.mean().detach()
         if self.logger_writes_this_step():
-            self.log("train/loss", loss, prog_bar=True)
-            self.log("train/reward_margin", mean_margin)
-            self.log("train/accuracy", (margin > 0).float().mean())
+            self.log(TRAIN_LOSS, loss, prog_bar=True)
+            self.log(TRAIN_REWARD_MARGIN, mean_margin)
+            self.log(TRAIN_ACCURACY, (margin > 0).float().mean())
             # Every rank labels the same number of pairs per step.
-            self.log("annotations/total", float(self.record.annotations * self.trainer.world_size))
+            self.log(ANNOTATIONS, float(self.record.annotations * self.trainer.world_size))
         return {"loss": loss, "reward_margin": mean_margin}
 
     def logger_writes_this_step(self) -> bool:
@@ -182,7 +190,7 @@ class DPOModule(L.LightningModule):
         if self.record.history and self.record.history[-1]["step"] == self.run_step:
             return  # already evaluated at this step
         ranks = self.ranks
-        with self.run.stopwatch("evaluation"), evaluating(self.policy):
+        with self.run.stopwatch(EVALUATION), evaluating(self.policy):
             metrics = self.evaluator(self.policy, self.reference, self.oracle, self.run_step, ranks)
         metrics |= self.record.cost_metrics(ranks)
         self.record.history.append({"step": self.run_step, **metrics})

@@ -9,6 +9,7 @@ from torch import nn
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.data.stream import PromptStream
 from pilaf_exp.evaluation.evaluator import Evaluator
+from pilaf_exp.infra.names import FIT
 from pilaf_exp.labelling.annotate import Annotator
 from pilaf_exp.labelling.preference_log import PreferenceLog
 from pilaf_exp.training.context import RunContext
@@ -48,7 +49,7 @@ class OnlineDPO(DPOSettings):
             accumulate_grad_batches=self.accumulate,
             use_distributed_sampler=False,  # the prompt stream splits itself across ranks
         )
-        with run.stopwatch("fit"):
+        with run.stopwatch(FIT):
             trainer.fit(module, datamodule=stream)
         # Every pair of the run, including those labelled before an interruption, from the ledger.
         record.flush_preferences(run.output_dir / record.preferences_name(), PreferenceLog.from_ledger(module.ledger))

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from pilaf_exp.infra.names import ANNOTATIONS, FORWARD_PASSES, SELECTION_PASSES
 from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.preference_log import PreferenceLog
 from pilaf_exp.sampling.pairs import PairBatch
@@ -79,9 +80,9 @@ class RunRecord:
         totals = torch.tensor([self.pairs_labelled, self.generation_passes, self.selection_passes], dtype=torch.double)
         pairs, generation, selection = ranks.sum(totals).tolist()
         return {
-            "annotations/total": 2.0 * pairs,
-            "sampling/forward_passes_per_pair": generation / max(pairs, 1),
-            "sampling/selection_passes_per_pair": selection / max(pairs, 1),
+            ANNOTATIONS: 2.0 * pairs,
+            FORWARD_PASSES: generation / max(pairs, 1),
+            SELECTION_PASSES: selection / max(pairs, 1),
         }
 
 

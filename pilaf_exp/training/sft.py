@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pilaf_exp.data.text import join
+from pilaf_exp.infra.names import SFT_LOSS
 
 
 class SFTModule(L.LightningModule):
@@ -30,7 +31,7 @@ class SFTModule(L.LightningModule):
         logits = logits[:, -steps - 1 : -1]
         targets = response_ids.masked_fill(response_mask == 0, -100)  # -100: cross_entropy's ignore index
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        self.log("sft/loss", loss, prog_bar=True)
+        self.log(SFT_LOSS, loss, prog_bar=True)
         return loss
 
     def configure_optimizers(self):

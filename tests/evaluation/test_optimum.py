@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from pilaf_exp.evaluation.exact import all_sequences, enumerate_responses, optimum
+from pilaf_exp.evaluation.exact import (
+    ExactEvaluation,
+    ResponseTable,
+    all_sequences,
+    response_logprobs,
+    response_rewards,
+)
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 from pilaf_exp.models.logprobs import sequence_logprob
@@ -37,7 +43,8 @@ def brute_force(reference, oracle, prompt):
 def test_enumeration_matches_brute_force(models):
     reference, oracle = models
     prompt = torch.tensor([2, 0])
-    logp, reward = enumerate_responses(reference, oracle, prompt, VOCAB, LENGTH, chunk=5)
+    logp = response_logprobs(reference, prompt, VOCAB, LENGTH)
+    reward = response_rewards(oracle, prompt, VOCAB, LENGTH, chunk=5)
     expected_logp, expected_reward = brute_force(reference, oracle, prompt)
     torch.testing.assert_close(logp, expected_logp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reward, expected_reward, atol=1e-5, rtol=1e-5)
@@ -47,7 +54,7 @@ def test_enumeration_matches_brute_force(models):
 def test_optimum_value_and_that_no_policy_beats_it(models):
     reference, oracle = models
     prompts = torch.tensor([[2, 0], [1, 1]])
-    result = optimum(reference, oracle, prompts, VOCAB, LENGTH, BETA)
+    result = ExactEvaluation(ResponseTable.build(reference, oracle, prompts, VOCAB, LENGTH), BETA).optimum()
     # Independent J*: maximise over the closed form pi* ∝ pi_ref exp(r / beta), computed in float64.
     j_star, j_ref = [], []
     for prompt in prompts:

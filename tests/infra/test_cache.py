@@ -1,4 +1,4 @@
-"""On-disk caches: a JSON result is computed once per key, and the weights fingerprint that keys
+"""On-disk caches: a result is computed once per key, and the weights fingerprint that keys
 J* tells apart models that one config can produce in different code versions."""
 
 from __future__ import annotations
@@ -8,21 +8,21 @@ from pathlib import Path
 
 import torch
 
-from pilaf_exp.infra.cache import cache_key, load_or_compute_json, weights_fingerprint
+from pilaf_exp.infra.cache import cache_key, load_or_compute_object, weights_fingerprint
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 
 
-def test_json_cache_computes_once_per_spec(tmp_path):
+def test_a_cached_result_is_computed_once_per_spec(tmp_path):
     calls = []
 
     def compute():
         calls.append(1)
         return {"value": float(len(calls))}
 
-    first = load_or_compute_json(tmp_path, {"stage": "x", "beta": 0.1}, compute)
-    again = load_or_compute_json(tmp_path, {"beta": 0.1, "stage": "x"}, compute)  # same spec, other key order
-    other = load_or_compute_json(tmp_path, {"stage": "x", "beta": 0.2}, compute)
+    first = load_or_compute_object(tmp_path, {"stage": "x", "beta": 0.1}, compute)
+    again = load_or_compute_object(tmp_path, {"beta": 0.1, "stage": "x"}, compute)  # same spec, other key order
+    other = load_or_compute_object(tmp_path, {"stage": "x", "beta": 0.2}, compute)
     assert first == again == {"value": 1.0}
     assert other == {"value": 2.0}
     assert len(calls) == 2
@@ -79,7 +79,7 @@ def _slow_count(root: str, calls: str) -> dict:
         time.sleep(1.0)  # long enough for the other process to miss the entry meanwhile
         return {"value": 1.0}
 
-    return load_or_compute_json(Path(root), {"stage": "shared"}, compute)
+    return load_or_compute_object(Path(root), {"stage": "shared"}, compute)
 
 
 def test_concurrent_misses_compute_an_entry_once(tmp_path):

@@ -77,3 +77,14 @@ def test_refuses_to_overwrite_a_finished_run(tmp_path, subprocess_env):
     result = pilaf_exp([*SHRINK, f"hydra.run.dir={run_dir}"], subprocess_env, tmp_path)
     assert result.returncode == 2 and "already holds a finished run" in result.stderr
     assert (run_dir / "summary.json").read_text() == "{}\n"
+
+
+def test_samplers_are_ordered_baseline_first_variants_after_their_base_others_last():
+    from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names, sampler_order
+
+    known = sampler_names()
+    assert known[0] == BASELINE_SAMPLER and sorted(known[1:]) == known[1:]
+    names = ["zeta", "pilaf[coef=0.05]", *reversed(known), "alpha", "pilaf"]  # pilaf twice: listed once
+    pilaf = known.index("pilaf")
+    expected = [*known[: pilaf + 1], "pilaf[coef=0.05]", *known[pilaf + 1 :], "alpha", "zeta"]
+    assert sampler_order(names) == expected
