@@ -15,120 +15,20 @@ the q/k/v (with RoPE's rotation folded in) and gate/up projections are also fuse
 each (`fuse`, a copy of those weights).
 
 Supported: the Llama layer layout (q/k/v/o projections with optional bias, gate/up/down MLP,
-RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `unsupported_reason` says
-why any other model falls back to the `transformers` forward.
+RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `layer_weights.unsupported_reason`
+says why any other model falls back to the `transformers` forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
-LLAMA_LAYOUT_TYPES = ("llama", "qwen2", "mistral")
-
-
-def unsupported_reason(model: nn.Module) -> str | None:
-    """None when `StackedDecoder` reproduces `model`'s forward; otherwise what it lacks."""
-    config = model.config
-    if config.model_type not in LLAMA_LAYOUT_TYPES:
-        return f"model type {config.model_type!r}"
-    if getattr(config, "pretraining_tp", 1) != 1:
-        return "pretraining_tp != 1"
-    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
-        return "sliding-window attention"
-    body = getattr(model, "model", None)
-    if body is None or not hasattr(body, "rotary_emb") or not hasattr(model, "lm_head"):
-        return "not a *ForCausalLM with model.rotary_emb"
-    attention = body.layers[0].self_attn
-    if hasattr(attention, "q_norm") or hasattr(attention, "k_norm"):
-        return "q/k normalisation"
-    return None
-
-
-def architecture_key(model: nn.Module) -> tuple:
-    """What must match for two models to share one stacked operator sequence."""
-    c = model.config
-    return (
-        c.model_type,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
-        getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        c.vocab_size,
-        c.hidden_act,
-        c.rms_norm_eps,
-        next(model.parameters()).dtype,
-        tuple(model.model.rotary_emb.inv_freq.tolist()),
-        model.model.rotary_emb.attention_scaling,
-    )
-
-
-class _Batched(NamedTuple):
-    """Projection weights of M models stacked for one batched matmul: [M, out, in], [M, out] | None."""
-
-    weight: Tensor
-    bias: Tensor | None
-
-
-def _batched(pairs: list[tuple[Tensor, Tensor | None]]) -> _Batched:
-    return _Batched(
-        torch.stack([w for w, _ in pairs]), None if pairs[0][1] is None else torch.stack([b for _, b in pairs])
-    )
-
-
-class _Layer:
-    """One decoder layer's weights per model: lists of (weight [out, in], bias [out] | None)."""
-
-    def __init__(self, layers: Sequence[nn.Module], fuse: bool, head_dim: int, stack: bool = False) -> None:
-        def linear(name: str, parent: str) -> list[tuple[Tensor, Tensor | None]]:
-            modules = [getattr(getattr(layer, parent), name) for layer in layers]
-            return [(m.weight, m.bias) for m in modules]
-
-        self.q, self.k, self.v, self.o = (linear(p, "self_attn") for p in ("q_proj", "k_proj", "v_proj", "o_proj"))
-        self.gate, self.up, self.down = (linear(p, "mlp") for p in ("gate_proj", "up_proj", "down_proj"))
-        # [q; k; rotate_half(q); rotate_half(k); v] in one matmul: RoPE is then qk*cos + qk_rot*sin.
-        self.qkv = (
-            [
-                _fuse([q, k, _rotate_half_rows(*q, head_dim), _rotate_half_rows(*k, head_dim), v])
-                for q, k, v in zip(self.q, self.k, self.v)
-            ]
-            if fuse
-            else None
-        )
-        self.gate_up = [_fuse([g, u]) for g, u in zip(self.gate, self.up)] if fuse else None
-        if stack:  # equal-sized segments: one batched matmul per projection for all the models
-            projections = ("qkv", "gate_up", "o", "down") if fuse else ("q", "k", "v", "gate", "up", "o", "down")
-            for name in projections:
-                setattr(self, name, _batched(getattr(self, name)))
-        self.input_norm = [layer.input_layernorm.weight for layer in layers]
-        self.post_norm = [layer.post_attention_layernorm.weight for layer in layers]
-
-
-def _fuse(pairs: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
-    """Concatenate (weight [out_i, in], bias) pairs along out, so one matmul computes them all."""
-    weight = torch.cat([w for w, _ in pairs])
-    if all(b is None for _, b in pairs):
-        return weight, None
-    return weight, torch.cat([b if b is not None else w.new_zeros(len(w)) for w, b in pairs])
-
-
-def _rotate_half_rows(weight: Tensor, bias: Tensor | None, head_dim: int) -> tuple[Tensor, Tensor | None]:
-    """The projection whose output is rotate_half(the original's output), per head of head_dim:
-    rotate_half(y) = cat(-y[half:], y[:half]) is a signed permutation of y's rows."""
-    half = head_dim // 2
-
-    def rotate(t: Tensor) -> Tensor:  # [heads*d, ...]
-        per_head = t.reshape(-1, head_dim, *t.shape[1:])
-        return torch.cat([-per_head[:, half:], per_head[:, :half]], dim=1).reshape(t.shape)
-
-    return rotate(weight), None if bias is None else rotate(bias)
+from pilaf_exp.sampling.layer_weights import Batched, LayerWeights
 
 
 class StackedDecoder:
@@ -159,7 +59,7 @@ class StackedDecoder:
         # Equal-sized segments (hybrid; PILAF's mixture rows): stacked weights, one bmm per projection.
         stack = stack and len(models) > 1 and len(set(self.sizes)) == 1
         per_layer = zip(*(m.model.layers for m in models))
-        self.layers = [_Layer(layers, fuse, self.head_dim, stack) for layers in per_layer]
+        self.layers = [LayerWeights(layers, fuse, self.head_dim, stack) for layers in per_layer]
         self.embeddings = [m.model.embed_tokens.weight for m in models]
         self.norm = [m.model.norm.weight for m in models]
         self.head = [(m.lm_head.weight, m.lm_head.bias) for m in models]
@@ -192,10 +92,10 @@ class StackedDecoder:
         """x [N, ...] -> one [r_m, ...] view per model."""
         return list(x.split(self.sizes)) if len(self.sizes) > 1 else [x]
 
-    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]] | _Batched) -> Tensor:
+    def _linear(self, x: Tensor, weights: list[tuple[Tensor, Tensor | None]] | Batched) -> Tensor:
         """x [N, s, in] -> [N, s, out], each segment through its own model's weight: one batched
         matmul over equal segments, else one matmul per model written into slices of one output."""
-        if isinstance(weights, _Batched):
+        if isinstance(weights, Batched):
             m = len(weights.weight)
             out = torch.bmm(x.reshape(m, -1, x.shape[-1]), weights.weight.transpose(1, 2))  # [M, R*s, out]
             if weights.bias is not None:
@@ -238,7 +138,9 @@ class StackedDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def _attention_inputs(self, h: Tensor, layer: _Layer, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _attention_inputs(
+        self, h: Tensor, layer: LayerWeights, cos: Tensor, sin: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """h [N, s, H] -> q [N, heads, s, d] and k, v [N, kv_heads, s, d], RoPE applied."""
         n, s, d = h.shape[0], h.shape[1], self.head_dim
         if layer.qkv is None:
