@@ -68,11 +68,12 @@ class Evaluator:
         k = self.samples_per_prompt
         totals = torch.zeros(6, dtype=torch.double, device=device)
         starts = range(0, len(shard), self.batch_size)
+        # Sharded models: a rank with fewer batches runs as many forwards (on a stand-in, not counted).
+        idle = idle_batches(len(starts), policy, reference)
         for start in starts:
             batch = shard[start : start + self.batch_size]
             totals += self.batch_sums(policy, reference, oracle, batch, generator)
-        # Sharded models: a rank with fewer batches runs as many forwards (on a stand-in, not counted).
-        for _ in range(idle_batches(len(starts), policy, reference)):
+        for _ in range(idle):
             self.batch_sums(policy, reference, oracle, self.prompts[:1], generator)
         if reduce is not None:
             totals = reduce(totals)

@@ -147,6 +147,8 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
     if step >= len(prompt_ids) and sync is None:
         return _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, generator, coef)
     starts = range(0, len(prompt_ids), max(step, 1))
+    # Sharded: as many chunks as the rank with the most rows, agreed before any (extra ones discarded).
+    idle = sync.max([len(starts)])[0] - len(starts) if sync else 0
     parts = [
         _decode_chunk(
             policy,
@@ -161,13 +163,8 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
         )
         for i in starts
     ]
-    if sync is not None:  # as many chunks as the rank with the most rows, the extra ones discarded
-        idle = sync.max([len(starts)])[0] - len(starts)
-        device = prompt_ids.device
-        ids, mask = torch.full((1, 1), spec.pad_token_id, device=device), torch.ones(1, 1, device=device)
-        source = torch.full((1,), POLICY, device=device)
-        for _ in range(idle):
-            _decode_chunk(policy, reference, ids, mask, source, spec, None, coef, sync, idle=True)
+    for _ in range(idle):
+        _idle_chunk(policy, reference, spec, coef, sync, prompt_ids.device)
     width = max(p.tokens.shape[1] for p in parts)  # chunks may stop at different steps (EOS)
 
     def cat(name: str, fill: int) -> Tensor:
@@ -230,6 +227,13 @@ def _decode_chunk(
         positions={name: sum(r.positions.get(name, 0) for r in runners) for name in ("policy", "reference")},
         prompt_width=prompt_ids.shape[1],
     )
+
+
+def _idle_chunk(policy, reference, spec: DecodeSpec, coef: float, sync: Lockstep, device: torch.device) -> None:
+    """A stand-in chunk (one padding token) run only for its forwards, matching another rank's chunk."""
+    ids, mask = torch.full((1, 1), spec.pad_token_id, device=device), torch.ones(1, 1, device=device)
+    source = torch.full((1,), POLICY, device=device)
+    _decode_chunk(policy, reference, ids, mask, source, spec, None, coef, sync, idle=True)
 
 
 def _next_token(logits: Tensor, spec: DecodeSpec, generator, finished: Tensor, masks: list) -> tuple[Tensor, Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from hydra.utils import get_class
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.strategies.fsdp import _setup_activation_checkpointing
@@ -57,28 +58,39 @@ class PerModelFSDP(FSDPStrategy):
     def _setup_model(self, model: nn.Module) -> nn.Module:
         if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
             raise RuntimeError("the models are already wrapped by FSDP: one trainer.fit per process under FSDP")
-        models = outermost(model, PreTrainedModel)
-        unit = lambda m: isinstance(m, self.layer) or any(m is x for x in models)  # noqa: E731
         kwargs = {k: v for k, v in self.kwargs.items() if k != "auto_wrap_policy"}
-        device = self.root_device
-        wrapped = FullyShardedDataParallel(
-            module=model,
-            auto_wrap_policy=partial(lambda_auto_wrap_policy, lambda_fn=unit),
+        wrapped = shard_models(
+            model,
+            self.layer,
+            self.root_device,
             cpu_offload=self.cpu_offload,
             mixed_precision=self.mixed_precision_config,
             sharding_strategy=self.sharding_strategy,
-            device_id=device if device.type == "cpu" else device.index,
             **kwargs,
         )
         _setup_activation_checkpointing(wrapped, self._activation_checkpointing_kwargs)
-        with FullyShardedDataParallel.summon_full_params(wrapped, recurse=False, writeback=False):
-            pass  # initialises the root (see the class docstring)
         return wrapped
 
     def teardown(self) -> None:
         if isinstance(self.model, FullyShardedDataParallel):
             unwrap(self.model)
         super().teardown()
+
+
+def shard_models(module: nn.Module, layer: type[nn.Module], device: torch.device, **kwargs) -> FullyShardedDataParallel:
+    """`module` under FSDP with each whole model in it and each `layer` an FSDP unit, its root
+    initialised (see `PerModelFSDP`); `kwargs` go to FullyShardedDataParallel."""
+    models = outermost(module, PreTrainedModel)
+    unit = lambda m: isinstance(m, layer) or any(m is x for x in models)  # noqa: E731
+    wrapped = FullyShardedDataParallel(
+        module=module,
+        auto_wrap_policy=partial(lambda_auto_wrap_policy, lambda_fn=unit),
+        device_id=device if device.type == "cpu" else device.index,
+        **kwargs,
+    )
+    with FullyShardedDataParallel.summon_full_params(wrapped, recurse=False, writeback=False):
+        pass  # initialises the root
+    return wrapped
 
 
 def unwrap(root: FullyShardedDataParallel) -> None:
