@@ -119,7 +119,9 @@ def test_sharded_decoding_matches_unsharded_per_rank_and_keeps_ranks_together(tm
     for rank in ranks:
         assert len({n for name in SAMPLERS for n in rank["sharded"][name]["lengths"]}) > 1
     two_draws = ("vanilla", "hybrid", "pilaf")  # decode rows = [y_a; y_b], in chunks of 2
-    chunks = {name: [[max(r["sharded"][name]["lengths"][i : i + 2]) for i in (0, 2)] for r in ranks] for name in two_draws}
+    chunks = {
+        name: [[max(r["sharded"][name]["lengths"][i : i + 2]) for i in (0, 2)] for r in ranks] for name in two_draws
+    }
     assert any(widths[0] != widths[1] for widths in chunks.values()), chunks
     assert ranks[0]["sharded"]["eval"] == ranks[1]["sharded"]["eval"]  # reduced over both ranks
 
