@@ -22,6 +22,7 @@ EMBEDDED = [
     "algo.eval_every=1",
     "algo.lr=3e-3",
     "eval.exact_prompts=0",
+    "checkpoint.every_n_steps=2",  # a sharded checkpoint is written (gathered) at step 2
     "logger=csv",
     "task.num_test_prompts=32",  # as tests/training/test_ddp.py: the same cached SFT model
     "oracle.calibration_prompts=256",
@@ -54,6 +55,7 @@ def test_fsdp_cpu_runs_online_dpo_with_each_sampler(tmp_path, subprocess_env, sa
     ranks = rank_reports(tmp_path)
     assert ranks[0]["policy_sha256"] == ranks[1]["policy_sha256"]  # full weights on both ranks after fit
     assert summary["eval/kl"] > 1e-4  # the policy moved away from the reference
+    assert (tmp_path / "checkpoints" / "step_00000002.ckpt").exists()
 
 
 @pytest.mark.slow
