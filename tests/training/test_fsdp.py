@@ -101,6 +101,6 @@ def test_fsdp_cpu_runs_the_text_path_with_eos(tmp_path, subprocess_env):
     summary = launch(tmp_path / "run", subprocess_env, *text, *online, *rest)
     assert summary["world_size"] == 2 and summary["steps"] == 2
     preferences = [datasets.load_from_disk(str(tmp_path / "run" / "preferences" / f"rank_{r}")) for r in (0, 1)]
-    lengths = [{len(y) for y in p["response_a"] + p["response_b"]} for p in preferences]
+    lengths = [{len(y) for y in list(p["response_a"]) + list(p["response_b"])} for p in preferences]
     assert all(len(rank) > 1 for rank in lengths), lengths  # responses stopped at EOS at different steps
     assert all(loss == loss for loss in losses(tmp_path / "run")) and len(losses(tmp_path / "run")) == 2
