@@ -30,7 +30,7 @@ run: install  ## run the default experiment (online DPO, embedded task); extra H
 test: install  ## the test suite without the slow end-to-end tests (about 5 min on 2 cores); CI runs it, then test-slow
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, SLURM, the Table 3 sweep
+test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, FSDP, SLURM, the Table 3 sweep, the GPU check rehearsal
 	$(PY) -m pytest -q -m slow
 
 test-fast: install  ## unit tests only (no end-to-end runs)
