@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ def losses(run_dir: Path) -> list[float]:
     return [float(row["train/loss"]) for row in rows if row.get("train/loss")]
 
 
+def moved(run_dir: Path) -> bool:
+    """The DPO loss starts at ln 2 (policy = reference) and has left it by the last step."""
+    loss = losses(run_dir)
+    return loss[0] == pytest.approx(math.log(2), abs=1e-6) and abs(loss[-1] - math.log(2)) > 1e-5
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["vanilla", "best_of_n", "hybrid"])
 def test_fsdp_cpu_runs_online_dpo_with_each_sampler(tmp_path, subprocess_env, sampler):
@@ -54,7 +61,7 @@ def test_fsdp_cpu_runs_online_dpo_with_each_sampler(tmp_path, subprocess_env, sa
     assert summary["world_size"] == 2 and summary["annotations/total"] == 2 * 3 * 4 * 2
     ranks = rank_reports(tmp_path)
     assert ranks[0]["policy_sha256"] == ranks[1]["policy_sha256"]  # full weights on both ranks after fit
-    assert summary["eval/kl"] > 1e-4  # the policy moved away from the reference
+    assert moved(tmp_path)
     assert (tmp_path / "checkpoints" / "step_00000002.ckpt").exists()
 
 
@@ -72,7 +79,7 @@ def test_fsdp_cpu_pilaf_gives_ddp_s_pairs_and_losses(tmp_path, subprocess_env):
         assert first[0] == first[1]
     assert losses(runs["fsdp_cpu"]) == pytest.approx(losses(runs["ddp_cpu"]), abs=1e-4)
     assert len(losses(runs["fsdp_cpu"])) == 3
-    assert summaries["fsdp_cpu"]["eval/kl"] > 1e-4
+    assert moved(runs["fsdp_cpu"]) and summaries["fsdp_cpu"]["world_size"] == 2
 
 
 @pytest.mark.slow
@@ -103,4 +110,4 @@ def test_fsdp_cpu_runs_the_text_path_with_eos(tmp_path, subprocess_env):
     preferences = [datasets.load_from_disk(str(tmp_path / "run" / "preferences" / f"rank_{r}")) for r in (0, 1)]
     lengths = [{len(y) for y in list(p["response_a"]) + list(p["response_b"])} for p in preferences]
     assert all(len(rank) > 1 for rank in lengths), lengths  # responses stopped at EOS at different steps
-    assert all(loss == loss for loss in losses(tmp_path / "run")) and len(losses(tmp_path / "run")) == 2
+    assert len(losses(tmp_path / "run")) == 2 and moved(tmp_path / "run")
