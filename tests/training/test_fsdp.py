@@ -71,9 +71,9 @@ def test_fsdp_cpu_pilaf_gives_ddp_s_pairs_and_losses(tmp_path, subprocess_env):
     the first step's pairs are the same tokens; every step's loss agrees to float rounding (the
     two average gradients in a different order)."""
     runs = {name: tmp_path / name for name in ("fsdp_cpu", "ddp_cpu")}
-    summaries = {
-        name: launch(d, subprocess_env, f"trainer={name}", "sampler=pilaf", *EMBEDDED) for name, d in runs.items()
-    }
+    # DDP decodes through the models' own forward too, as FSDP must: the same arithmetic.
+    same = ["sampler=pilaf", "model.generation.engine=transformers", *EMBEDDED]
+    summaries = {name: launch(d, subprocess_env, f"trainer={name}", *same) for name, d in runs.items()}
     for rank in (0, 1):
         first = [datasets.load_from_disk(str(d / "preferences" / f"rank_{rank}"))[:4] for d in runs.values()]
         assert first[0] == first[1]
