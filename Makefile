@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode results gradients clean
+.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode gpu-check gpu-check-rehearsal results gradients clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ run: install  ## run the default experiment (online DPO, embedded task); extra H
 test: install  ## the test suite without the slow end-to-end tests (about 5 min on 2 cores); CI runs it, then test-slow
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, SLURM, the Table 3 sweep
+test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, FSDP, SLURM, the Table 3 sweep, the GPU check rehearsal
 	$(PY) -m pytest -q -m slow
 
 test-fast: install  ## unit tests only (no end-to-end runs)
@@ -56,8 +56,14 @@ bench-samplers: install  ## only the sampler table (no TRL needed); extra args: 
 bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, random weights (~20 min on 2 cores)
 	$(PY) -m pilaf_exp.bench.decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)
 
+gpu-check: install  ## on a GPU machine: the paper's shapes in bf16 (steps/s, decode tok/s, memory); OUT=dir (default gpu_check)
+	$(PY) -m pilaf_exp.bench.gpu_check $(or $(OUT),gpu_check) $(ARGS)
+
+gpu-check-rehearsal: install  ## the GPU check at tiny shapes on CPU (CI runs it): OUT=dir (default gpu_check_cpu)
+	$(PY) -m pilaf_exp.bench.gpu_check $(or $(OUT),gpu_check_cpu) --device cpu --tiny --steps 2 --batch 4 --prompt-length 8 --new-tokens 8
+
 clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache gpu_check gpu_check_cpu
 
 results: install  ## the protocol pilot (docs/results/protocol.yaml), the claims it covers, their reports, RESULTS.md
 	$(PY) -m pilaf_exp.results $(ARGS)

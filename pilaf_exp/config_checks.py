@@ -14,6 +14,7 @@ from pilaf_exp.data.task import TextTask, model_mismatch
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.models.loading import check_checkpoint
 from pilaf_exp.sampling.engines import ENGINES as GENERATION_ENGINES
+from pilaf_exp.sampling.engines import SHARDED_ENGINES
 
 PRECISIONS = ("32-true", "32", "bf16-true", "bf16-mixed", "16-mixed", "16-true", "64-true")
 
@@ -155,6 +156,14 @@ def _token_task_problems(cfg: DictConfig) -> list[str]:
     return found
 
 
+def _sharded(cfg: DictConfig) -> bool:
+    """trainer.strategy shards the models: FSDP, ours (trainer=fsdp, fsdp_cpu) or Lightning's by name."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+    if isinstance(strategy, DictConfig):
+        return str(strategy.get("_target_", "")).endswith(".fsdp_strategy")
+    return strategy == "fsdp"
+
+
 def _combination_problems(cfg: DictConfig) -> list[str]:
     """Choices that are each fine but do not go together."""
     found = []
@@ -172,6 +181,9 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
         found.append(f"model.policy.hidden_size={hidden} must be a multiple of model.policy.num_heads={heads}")
     if text is False:
         found += _token_task_problems(cfg)
+    engine = OmegaConf.select(cfg, "model.generation.engine")
+    if _sharded(cfg) and engine in ("stacked", "separate"):
+        found.append(f"model.generation.engine={engine!r} {SHARDED_ENGINES}")
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
         found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")

@@ -25,8 +25,9 @@ GROUPS = ("task", "model", "oracle", "algo", "trainer", "sampler", "logger")
         ["model=llama3_8b", *PAPER, "trainer=fsdp"],
         ["model=llama3_8b", *PAPER, "trainer=ddp", "trainer.devices=8"],
         ["trainer=ddp_cpu"],
+        ["trainer=fsdp_cpu"],
     ],
-    ids=["default", "small-1gpu", "8b-fsdp", "8b-ddp", "ddp-cpu"],
+    ids=["default", "small-1gpu", "8b-fsdp", "8b-ddp", "ddp-cpu", "fsdp-cpu"],
 )
 def test_group_combinations_compose_resolve_and_validate(overrides):
     cfg = compose_config("output_dir=/tmp/x", *overrides)
@@ -100,4 +101,13 @@ def test_fsdp_strategy_shards_decoder_layers():
     strategy = instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.kwargs["use_orig_params"] is True
-    assert LlamaDecoderLayer in strategy.kwargs["auto_wrap_policy"]._module_classes
+    assert strategy.layer is LlamaDecoderLayer  # with each whole model: training/strategies.py
+
+
+@pytest.mark.parametrize("trainer", ["fsdp", "fsdp_cpu"])
+@pytest.mark.parametrize("engine", ["stacked", "separate"])
+def test_a_lean_decode_engine_under_fsdp_is_one_line(trainer, engine):
+    cfg = compose_config("output_dir=/tmp/x", f"trainer={trainer}", f"model.generation.engine={engine}")
+    (line,) = problems(cfg)
+    assert line.startswith(f"model.generation.engine={engine!r} reads whole weight matrices") and "auto" in line
+    assert problems(compose_config("output_dir=/tmp/x", f"trainer={trainer}", "model.generation.engine=auto")) == []

@@ -16,6 +16,7 @@ from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import Oracle
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.decoding import POLICY, DecodeSpec, decode
+from pilaf_exp.sampling.sharding import idle_batches
 
 
 @dataclass
@@ -55,16 +56,14 @@ class Evaluator:
         shard = ranks.share(self.prompts)
         k = self.samples_per_prompt
         totals = torch.zeros(6, dtype=torch.double, device=device)
-        for start in range(0, len(shard), self.batch_size):
+        starts = range(0, len(shard), self.batch_size)
+        # Sharded models: a rank with fewer batches runs as many forwards (on a stand-in, not counted).
+        idle = idle_batches(len(starts), policy, reference)
+        for start in starts:
             batch = shard[start : start + self.batch_size]
-            prompts, masks = batch.ids.repeat_interleave(k, 0).to(device), batch.mask.repeat_interleave(k, 0).to(device)
-            sources = torch.full((len(prompts),), POLICY, device=device)
-            out = decode(policy, reference, prompts, masks, sources, self.spec, generator)
-            # The decoder's log-probs are exactly log pi_theta(y|x) at this temperature.
-            logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask, self.spec.temperature)
-            reward = oracle.score(prompts, masks, out.tokens, out.mask).double()
-            kl = (out.logprobs.sum(-1) - logp_reference).double()
-            totals += response_sums(reward.view(-1, k), kl.view(-1, k), self.beta)
+            totals += self.batch_sums(policy, reference, oracle, batch, generator)
+        for _ in range(idle):
+            self.batch_sums(policy, reference, oracle, self.prompts[:1], generator)
         n, reward_sum, kl_sum, j_sum, j_squares, within = ranks.sum(totals).tolist()
         # Evaluation noise on these fixed prompts: the within-prompt variance of J; with one sample per
         # prompt it cannot be told apart from the spread between prompts, which then stands in for it.
@@ -75,6 +74,18 @@ class Evaluator:
             EVAL_J: j_sum / n,
             EVAL_J_STDERR: (variance / n) ** 0.5,
         }
+
+    def batch_sums(self, policy: nn.Module, reference: nn.Module, oracle: Oracle, batch: Prompts, generator) -> Tensor:
+        """[6] `response_sums` of one batch of prompts, `samples_per_prompt` responses each."""
+        device, k = generator.device, self.samples_per_prompt
+        prompts, masks = batch.ids.repeat_interleave(k, 0).to(device), batch.mask.repeat_interleave(k, 0).to(device)
+        sources = torch.full((len(prompts),), POLICY, device=device)
+        out = decode(policy, reference, prompts, masks, sources, self.spec, generator)
+        # The decoder's log-probs are exactly log pi_theta(y|x) at this temperature.
+        logp_reference = sequence_logprob(reference, prompts, masks, out.tokens, out.mask, self.spec.temperature)
+        reward = oracle.score(prompts, masks, out.tokens, out.mask).double()
+        kl = (out.logprobs.sum(-1) - logp_reference).double()
+        return response_sums(reward.view(-1, k), kl.view(-1, k), self.beta)
 
 
 nan = float("nan")

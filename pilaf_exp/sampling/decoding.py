@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from pilaf_exp.data.task import ResponseFormat
 from pilaf_exp.sampling.engines import GenerationMemoryError, make_runners, mixed_logits
+from pilaf_exp.sampling.sharding import Lockstep
 
 SOURCES: tuple[str, ...] = ("policy", "reference", "plus", "minus")
 POLICY, REFERENCE, PLUS, MINUS = range(len(SOURCES))
@@ -141,9 +142,13 @@ def decode(
 def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator, coef) -> Decoded:
     check_same_vocabulary(policy, reference)
     prompt_ids, prompt_mask = drop_padding_columns(prompt_ids, prompt_mask)
+    sync = Lockstep.of(policy, reference)
     step = spec.max_rows or len(prompt_ids)
-    if step >= len(prompt_ids):
+    if step >= len(prompt_ids) and sync is None:
         return _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, generator, coef)
+    starts = range(0, len(prompt_ids), max(step, 1))
+    # Sharded: as many chunks as the rank with the most rows, agreed before any (extra ones discarded).
+    idle = sync.max([len(starts)])[0] - len(starts) if sync else 0
     parts = [
         _decode_chunk(
             policy,
@@ -154,9 +159,12 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
             spec,
             generator,
             coef,
+            sync,
         )
-        for i in range(0, len(prompt_ids), step)
+        for i in starts
     ]
+    for _ in range(idle):
+        _idle_chunk(policy, reference, spec, coef, sync, prompt_ids.device)
     width = max(p.tokens.shape[1] for p in parts)  # chunks may stop at different steps (EOS)
 
     def cat(name: str, fill: int) -> Tensor:
@@ -171,13 +179,21 @@ def _decode(policy, reference, prompt_ids, prompt_mask, sources, spec, generator
     )
 
 
-def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, generator, coef) -> Decoded:
+def _decode_chunk(
+    policy, reference, prompt_ids, prompt_mask, sources, spec, generator, coef, sync=None, idle=False
+) -> Decoded | None:
+    """One chunk of rows. With `sync` (sharded models), every rank runs every model any rank needs
+    and as many steps as the longest-running rank; a rank whose rows are done (or that has none:
+    `sources` empty, a stand-in chunk) runs its forwards without sampling or keeping anything, so
+    its own results and generator are as if it had stopped. `idle`: a stand-in chunk (one
+    policy row) run only for its forwards."""
     device = prompt_ids.device
     weights = mixture_weights(sources, coef)  # [R, 2]
     positions = prompt_ids.shape[1] + spec.max_new_tokens
     need = [(model, int((weights[:, k] != 0).sum())) for k, model in enumerate((policy, reference))]
     check_kv_budget([(model, rows) for model, rows in need if rows], positions, spec)
-    runners = make_runners(policy, reference, weights, positions, spec.engine)
+    keep = tuple(bool(n) for n in sync.max([rows for _, rows in need])) if sync else None
+    runners = make_runners(policy, reference, weights, positions, spec.engine, keep)
     rows, width = prompt_ids.shape
     # Columns of the attention mask for every position decoded, allocated once: [R, P + T].
     full_attention = F.pad(prompt_mask.long(), (0, spec.max_new_tokens), value=1)
@@ -186,27 +202,22 @@ def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, gen
     step_ids = prompt_ids
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, masks, logprobs = [], [], []
+    done = idle
     for _ in range(spec.max_new_tokens):
         logits = mixed_logits(runners, step_ids, attention, position_ids)
-        if spec.temperature != 1.0:
-            logits = logits / spec.temperature
-        logp = torch.log_softmax(logits, dim=-1)  # [R, V]
-        token = sample_from(logp, generator)
-        logprob = logp.gather(-1, token[:, None]).squeeze(-1)
-        if spec.eos_token_id is not None:
-            alive = ~finished
-            token = torch.where(alive, token, spec.pad_token_id)
-            masks.append(alive.long())
-            logprob = logprob * alive
-            finished |= token == spec.eos_token_id
-        tokens.append(token)
-        logprobs.append(logprob)
-        if spec.eos_token_id is not None and finished.all():
+        if not done:
+            token, logprob = _next_token(logits, spec, generator, finished, masks)
+            tokens.append(token)
+            logprobs.append(logprob)
+            step_ids = token[:, None]
+            done = spec.eos_token_id is not None and bool(finished.all())
+        if not (sync.any(not done) if sync else not done):
             break
-        step_ids = token[:, None]
         width += 1
         attention = full_attention[:, :width]
         position_ids = position_ids[:, -1:] + 1
+    if idle:
+        return None
     tokens = torch.stack(tokens, dim=1)
     masks = torch.stack(masks, dim=1) if masks else torch.ones_like(tokens)
     return Decoded(
@@ -216,3 +227,27 @@ def _decode_chunk(policy, reference, prompt_ids, prompt_mask, sources, spec, gen
         positions={name: sum(r.positions.get(name, 0) for r in runners) for name in ("policy", "reference")},
         prompt_width=prompt_ids.shape[1],
     )
+
+
+def _idle_chunk(policy, reference, spec: DecodeSpec, coef: float, sync: Lockstep, device: torch.device) -> None:
+    """A stand-in chunk (one padding token) run only for its forwards, matching another rank's chunk."""
+    ids, mask = torch.full((1, 1), spec.pad_token_id, device=device), torch.ones(1, 1, device=device)
+    source = torch.full((1,), POLICY, device=device)
+    _decode_chunk(policy, reference, ids, mask, source, spec, None, coef, sync, idle=True)
+
+
+def _next_token(logits: Tensor, spec: DecodeSpec, generator, finished: Tensor, masks: list) -> tuple[Tensor, Tensor]:
+    """[R] sampled tokens (pad after EOS) and their log-probs; marks the rows that emit EOS in
+    `finished` and appends this step's [R] mask of live rows to `masks`."""
+    if spec.temperature != 1.0:
+        logits = logits / spec.temperature
+    logp = torch.log_softmax(logits, dim=-1)  # [R, V]
+    token = sample_from(logp, generator)
+    logprob = logp.gather(-1, token[:, None]).squeeze(-1)
+    if spec.eos_token_id is not None:
+        alive = ~finished
+        token = torch.where(alive, token, spec.pad_token_id)
+        masks.append(alive.long())
+        logprob = logprob * alive
+        finished |= token == spec.eos_token_id
+    return token, logprob

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from pilaf_exp.infra.errors import ConfigError
-from pilaf_exp.sampling.stacked_decoder import StackedDecoder, architecture_key, unsupported_reason
+from pilaf_exp.sampling.layer_weights import architecture_key, unsupported_reason
+from pilaf_exp.sampling.sharding import is_sharded, unwrapped
+from pilaf_exp.sampling.stacked_decoder import StackedDecoder
 
 # One operator sequence for both models, each model alone on the lean decoder, or the models' own forward.
 ENGINES = ("auto", "stacked", "separate", "transformers")
@@ -27,7 +29,7 @@ class GenerationMemoryError(ConfigError):
 
 def cache_argument(model: nn.Module) -> str:
     """The forward() keyword for a KV cache: transformers 5.24 renamed `past_key_values` to `cache`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(unwrapped(model).forward).parameters else "past_key_values"
 
 
 class _Runner:
@@ -139,6 +141,13 @@ FUSE_MAX_PARAMETERS = 250_000
 STACK_MAX_PARAMETERS = 20_000_000
 
 
+# Why a lean engine cannot decode sharded models: the config check's and the decoder's one line.
+SHARDED_ENGINES = (
+    "reads whole weight matrices, which FSDP shards: under trainer=fsdp or fsdp_cpu use model.generation.engine=auto "
+    "or transformers (each model's own forward)"
+)
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -146,6 +155,11 @@ def parameter_count(model: nn.Module) -> int:
 def choose_engine(models: list[nn.Module], requested: str) -> str:
     if requested not in ENGINES:
         raise ConfigError(f"generation engine {requested!r} is not one of {', '.join(ENGINES)}")
+    if any(is_sharded(m) for m in models):
+        # The lean decoder reads whole weight matrices, which FSDP holds only inside a unit's forward.
+        if requested in ("stacked", "separate"):
+            raise ConfigError(f"generation engine {requested!r} {SHARDED_ENGINES}")
+        return "transformers"
     lean = all(unsupported_reason(m) is None for m in models)
     if requested == "auto":
         if not lean:
@@ -159,12 +173,18 @@ def choose_engine(models: list[nn.Module], requested: str) -> str:
     return requested
 
 
-def make_runners(policy: nn.Module, reference: nn.Module, weights: Tensor, width: int, engine: str) -> list:
-    """Runners for the models with any non-zero weight: [R, 2] weights on (policy, reference)."""
+def make_runners(
+    policy: nn.Module, reference: nn.Module, weights: Tensor, width: int, engine: str, keep: tuple | None = None
+) -> list:
+    """Runners for the models with any non-zero weight: [R, 2] weights on (policy, reference).
+    `keep[k]`: model k runs even without rows of its own, on row 0 with weight 0 (sharded models
+    run on every rank alike, `sharding.py`)."""
     used = [
         (k, model, name, torch.nonzero(weights[:, k] != 0).squeeze(-1))
         for k, (model, name) in enumerate(((policy, "policy"), (reference, "reference")))
     ]
+    if keep is not None:
+        used = [(k, m, n, r if r.numel() else r.new_zeros(1)) if keep[k] else (k, m, n, r[:0]) for k, m, n, r in used]
     used = [u for u in used if u[3].numel()]
     engine = choose_engine([u[1] for u in used], engine)
     total = len(weights)

@@ -15,8 +15,8 @@ the q/k/v (with RoPE's rotation folded in) and gate/up projections are also fuse
 each (`fuse`, a copy of those weights).
 
 Supported: the Llama layer layout (q/k/v/o projections with optional bias, gate/up/down MLP,
-RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `unsupported_reason` says
-why any other model falls back to the `transformers` forward.
+RMSNorm, RoPE, GQA): Llama, Qwen2, Mistral without a sliding window. `layer_weights.unsupported_reason`
+says why any other model falls back to the `transformers` forward.
 """
 
 from __future__ import annotations
@@ -28,47 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
 
-from pilaf_exp.sampling.stacked_weights import Batched, LayerWeights
-
-LLAMA_LAYOUT_TYPES = ("llama", "qwen2", "mistral")
-
-
-def unsupported_reason(model: nn.Module) -> str | None:
-    """None when `StackedDecoder` reproduces `model`'s forward; otherwise what it lacks."""
-    config = model.config
-    if config.model_type not in LLAMA_LAYOUT_TYPES:
-        return f"model type {config.model_type!r}"
-    if getattr(config, "pretraining_tp", 1) != 1:
-        return "pretraining_tp != 1"
-    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
-        return "sliding-window attention"
-    body = getattr(model, "model", None)
-    if body is None or not hasattr(body, "rotary_emb") or not hasattr(model, "lm_head"):
-        return "not a *ForCausalLM with model.rotary_emb"
-    attention = body.layers[0].self_attn
-    if hasattr(attention, "q_norm") or hasattr(attention, "k_norm"):
-        return "q/k normalisation"
-    return None
-
-
-def architecture_key(model: nn.Module) -> tuple:
-    """What must match for two models to share one stacked operator sequence."""
-    c = model.config
-    return (
-        c.model_type,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
-        getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        c.vocab_size,
-        c.hidden_act,
-        c.rms_norm_eps,
-        next(model.parameters()).dtype,
-        tuple(model.model.rotary_emb.inv_freq.tolist()),
-        model.model.rotary_emb.attention_scaling,
-    )
+from pilaf_exp.sampling.layer_weights import Batched, LayerWeights
 
 
 class StackedDecoder:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch
 from hydra.utils import get_class
 from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies.fsdp import _setup_activation_checkpointing
+from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+from transformers import PreTrainedModel
 
 
 def fsdp_strategy(layer_class: str, activation_checkpointing: bool = False, sharding_strategy: str = "FULL_SHARD"):
@@ -11,9 +19,88 @@ def fsdp_strategy(layer_class: str, activation_checkpointing: bool = False, shar
     frozen models, which hold no gradients or optimizer state. `use_orig_params` lets frozen and
     trainable parameters live in one module tree."""
     layer = get_class(layer_class)
-    return FSDPStrategy(
-        auto_wrap_policy={layer},
+    return PerModelFSDP(
+        layer,
         activation_checkpointing_policy={layer} if activation_checkpointing else None,
         sharding_strategy=sharding_strategy,
         use_orig_params=True,
     )
+
+
+def outermost(module: nn.Module, kind: type) -> list[nn.Module]:
+    """The `kind` modules under `module` that no other `kind` module contains (each whole model)."""
+    found: list[nn.Module] = []
+    for child in module.children():
+        found += [child] if isinstance(child, kind) else outermost(child, kind)
+    return found
+
+
+class PerModelFSDP(FSDPStrategy):
+    """Lightning's FSDP with three changes, each needed by a module that holds three models and
+    calls them outside the wrapped module's forward (sampling, labelling, evaluation):
+
+    - every whole model (policy, reference, the oracle's network) is an FSDP unit of its own, with
+      each `layer` inside it a unit too: a model's forward then gathers its own embeddings and head
+      and each layer's weights wherever it is called, in `training_step` or in a hook;
+    - the root is initialised as soon as it is wrapped, so a model called before the first
+      training step (the step-0 evaluation) is not taken for a root of its own (FSDP refuses that);
+    - it runs on CPU (gloo) too. Lightning refuses `FSDPStrategy` with accelerator=cpu by an exact
+      type check (`type(strategy) is FSDPStrategy`), which a subclass passes, and passes FSDP the
+      device *index*, None on CPU, for which torch asks for an accelerator: here FSDP gets the device.
+
+    At teardown the models become plain modules again with full weights on every rank (what the
+    run saves, fingerprints and evaluates afterwards), as after DDP."""
+
+    def __init__(self, layer: type[nn.Module], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            raise RuntimeError("the models are already wrapped by FSDP: one trainer.fit per process under FSDP")
+        kwargs = {k: v for k, v in self.kwargs.items() if k != "auto_wrap_policy"}
+        wrapped = shard_models(
+            model,
+            self.layer,
+            self.root_device,
+            cpu_offload=self.cpu_offload,
+            mixed_precision=self.mixed_precision_config,
+            sharding_strategy=self.sharding_strategy,
+            **kwargs,
+        )
+        _setup_activation_checkpointing(wrapped, self._activation_checkpointing_kwargs)
+        return wrapped
+
+    def teardown(self) -> None:
+        if isinstance(self.model, FullyShardedDataParallel):
+            unwrap(self.model)
+        super().teardown()
+
+
+def shard_models(module: nn.Module, layer: type[nn.Module], device: torch.device, **kwargs) -> FullyShardedDataParallel:
+    """`module` under FSDP with each whole model in it and each `layer` an FSDP unit, its root
+    initialised (see `PerModelFSDP`); `kwargs` go to FullyShardedDataParallel."""
+    models = outermost(module, PreTrainedModel)
+    unit = lambda m: isinstance(m, layer) or any(m is x for x in models)  # noqa: E731
+    wrapped = FullyShardedDataParallel(
+        module=module,
+        auto_wrap_policy=partial(lambda_auto_wrap_policy, lambda_fn=unit),
+        device_id=device if device.type == "cpu" else device.index,
+        **kwargs,
+    )
+    with FullyShardedDataParallel.summon_full_params(wrapped, recurse=False, writeback=False):
+        pass  # initialises the root
+    return wrapped
+
+
+def unwrap(root: FullyShardedDataParallel) -> None:
+    """Replace every FSDP unit under `root` by the module it wraps, holding the full weights."""
+    with FullyShardedDataParallel.summon_full_params(root, recurse=True, writeback=False):
+        full = {id(p): p.detach().clone() for p in root.parameters()}
+    params = {id(p): p for p in root.parameters()}
+    for parent in [root.module, *root.module.modules()]:
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FullyShardedDataParallel):
+                setattr(parent, name, child.module)
+    for key, param in params.items():
+        param.data = full[key]
