@@ -23,6 +23,8 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from pilaf_exp.data.prompts import Prompts
 from pilaf_exp.evaluation.evaluator import Evaluator
+from pilaf_exp.evaluation.schedule import EvalSchedule
+from pilaf_exp.infra.ranks import Ranks
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import seeded_reward_model, tiny_llama
 from pilaf_exp.sampling import sharding
@@ -60,8 +62,11 @@ def rank_results(box: nn.Module, rank: int, reduce) -> dict:
         masks = torch.cat([pairs.mask_a, pairs.mask_b])  # decode rows in order (best_of_n: the kept ones)
         out[name] = {"a": pairs.response_a.tolist(), "b": pairs.response_b.tolist(), "lengths": masks.sum(1).tolist()}
     test = Prompts.unpadded(torch.randint(0, VOCAB, (3, 4), generator=torch.Generator().manual_seed(9)))
-    evaluator = Evaluator(test, spec, beta=0.1, seed=0, batch_size=1)  # batches: 2 on rank 0, 1 on rank 1
-    out["eval"] = evaluator(box.policy, box.reference, box.oracle, 1, False, rank, 2, reduce)
+    schedule = EvalSchedule(every=1, last=2)
+    evaluator = Evaluator(
+        test, spec, beta=0.1, seed=0, schedule=schedule, batch_size=1
+    )  # batches: 2 on rank 0, 1 on rank 1
+    out["eval"] = evaluator(box.policy, box.reference, box.oracle, 1, Ranks(rank, 2, reduce))
     return out
 
 
