@@ -37,7 +37,7 @@ def brute_force(reference, oracle, prompt):
 def test_enumeration_matches_brute_force(models):
     reference, oracle = models
     prompt = torch.tensor([2, 0])
-    logp, reward = enumerate_responses(reference, oracle, prompt, VOCAB, LENGTH, chunk=5)
+    logp, reward = enumerate_responses(reference, oracle, prompt, VOCAB, LENGTH)
     expected_logp, expected_reward = brute_force(reference, oracle, prompt)
     torch.testing.assert_close(logp, expected_logp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reward, expected_reward, atol=1e-5, rtol=1e-5)
