@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from pilaf_exp.build import build_parts
-from pilaf_exp.evaluation import exact
+from pilaf_exp.evaluation import exact, leaves
 from pilaf_exp.evaluation.exact import ResponseTable, all_sequences, response_logprobs
 from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import tiny_llama
@@ -38,6 +38,7 @@ def test_tree_walk_matches_full_forwards(temperature, length):
 def test_walked_rewards_are_the_oracles_full_sequence_scores(lean, monkeypatch):
     """Every response of every prompt of a small table: the walk's rewards (leaves on the lean
     path, or through the model's own forward) against `score` of the whole sequence, calibrated."""
+    monkeypatch.setattr(leaves, "BLOCK_ROWS", 5)  # 64 rows: several blocks, the last one short
     if not lean:
         monkeypatch.setattr(exact, "lean_reason", lambda backbone: "forced fallback")
     vocab, length = 4, 4
