@@ -221,7 +221,7 @@ def initial_policy(cfg: DictConfig, reference: PreTrainedModel) -> PreTrainedMod
     """A trainable copy of the reference."""
     policy = copy.deepcopy(reference).requires_grad_(True)
     if cfg.model.get("gradient_checkpointing"):
-        policy.gradient_checkpointing_enable()
+        policy.activation_checkpointing_enable()
     return policy.train()
 
 

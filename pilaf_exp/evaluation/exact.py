@@ -4,7 +4,9 @@ prompt, weighted by its exact probability, with no sampling noise.
 The response tree of a prompt is walked level by level with a KV cache: level d feeds the last
 token of each of the V^d prefixes once, so a model reads sum_{d<T} V^d token positions per prompt
 (37,449 for V = 8, T = 6) instead of V^(T-1) full sequences (8x more); the last level reads
-its parents' cache in place (`siblings_logits`). The reference's log-probs
+its parents' cache in place (`siblings_forward`). The oracle's rewards take the same walk one
+level deeper on its backbone: the V^T leaves (7/8 of its positions) read their parents' cache in
+place (`leaves.leaf_states`) and the scalar head is read at each leaf. The reference's log-probs
 and the oracle's rewards do not change during a run: `ResponseTable` computes them once per
 (task, reference, oracle, prompts) and is cached with them; a policy then needs one walk.
 
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from pilaf_exp.evaluation.leaves import leaf_states, lean_reason
 from pilaf_exp.infra.names import (
     EXACT_GAIN,
     EXACT_J,
@@ -57,7 +60,8 @@ def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int,
             return logp
         position = prompt.shape[0] + depth
         if depth == length - 2:  # the last forward, 7/8 of the walk's positions: no cache copy
-            logits = siblings_logits(model, cache, argument, len(logp) // vocab, vocab, position)
+            out = siblings_forward(model, cache, argument, len(logp) // vocab, vocab, position)
+            logits = out.logits.reshape(len(logp), -1)  # [V^(d+1), V]
             continue
         rows = len(logp)
         cache.batch_repeat_interleave(vocab)
@@ -67,10 +71,8 @@ def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int,
     raise ValueError("length must be >= 1")
 
 
-def siblings_logits(
-    model: nn.Module, cache: DynamicCache, argument: str, parents: int, vocab: int, position: int
-) -> Tensor:
-    """[parents * V, V] next-token logits after each of the V tokens appended to each cached row.
+def siblings_forward(model: nn.Module, cache: DynamicCache, argument: str, parents: int, vocab: int, position: int):
+    """The model's output on each of the V tokens appended to each cached row: [parents, V, ...].
 
     Copying every row's cache V times (`batch_repeat_interleave`) and appending to the copies was
     half the walk's time. Here the V siblings are one sequence of V tokens per row at the same
@@ -80,31 +82,35 @@ def siblings_logits(
     positions = torch.full((parents, vocab), position)
     sees = torch.cat([torch.ones(vocab, position, dtype=torch.bool), torch.eye(vocab, dtype=torch.bool)], dim=1)
     mask = sees.expand(parents, 1, vocab, position + vocab)  # [rows, 1, V queries, past + V keys]
-    out = model(input_ids=tokens, position_ids=positions, attention_mask=mask, use_cache=True, **{argument: cache})
-    return out.logits.reshape(parents * vocab, -1)
+    return model(input_ids=tokens, position_ids=positions, attention_mask=mask, use_cache=True, **{argument: cache})
 
 
 @torch.inference_mode()
-def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: int, chunk: int = 2048) -> Tensor:
+def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: int) -> Tensor:
     """r*(x, y) of every response of one prompt ([P]): [vocab**length], in `all_sequences` order.
-    A forward over each of the V^(T-1) prefixes, then all V one-token extensions scored from its cache."""
-    prefixes = all_sequences(vocab, length - 1)  # [V^(T-1), T-1]
-    children = torch.arange(vocab)
-    argument, rewards = cache_argument(oracle.model), []
-    for start in range(0, len(prefixes), chunk):
-        prefix = prefixes[start : start + chunk]
-        count = len(prefix)
-        inputs = torch.cat([prompt.expand(count, -1), prefix], dim=1)  # [c, P + T - 1]
-        cache = DynamicCache()
-        oracle.model(input_ids=inputs, use_cache=True, **{argument: cache})
+
+    The same walk as `response_logprobs`, on the oracle's backbone: levels 1 .. T-1 grow the
+    cache, the leaves (level T, V^T positions) are read from their parents' cache in place and
+    the scalar head is applied at each leaf's own position, where the classifier pools (the
+    last non-pad token: a response of the embedded task has no padding)."""
+    model = oracle.model
+    backbone = getattr(model, model.base_model_prefix)  # the transformer under the scalar head
+    cache, argument = DynamicCache(), cache_argument(backbone)
+    backbone(input_ids=prompt[None], use_cache=True, **{argument: cache})
+    rows = 1
+    for depth in range(length - 1):
+        rows *= vocab
         cache.batch_repeat_interleave(vocab)
-        last = oracle.model(
-            input_ids=children.repeat(count)[:, None],
-            position_ids=torch.full((count * vocab, 1), inputs.shape[1]),
-            **{argument: cache},
-        ).logits[:, 0]
-        rewards.append((last.float() - oracle.shift) * oracle.scale)
-    return torch.cat(rewards)
+        tokens = torch.arange(vocab).repeat(rows // vocab)[:, None]  # [V^(d+1), 1]
+        positions = torch.full((rows, 1), prompt.shape[0] + depth)
+        backbone(input_ids=tokens, position_ids=positions, use_cache=True, **{argument: cache})
+    position = prompt.shape[0] + length - 1
+    if lean_reason(backbone) is None:
+        leaves = leaf_states(backbone, cache, vocab, position)  # [rows, V, H]
+    else:
+        leaves = siblings_forward(backbone, cache, argument, rows, vocab, position).last_hidden_state
+    raw = model.score(leaves).reshape(rows * vocab)  # [V^T]: [rows, V, 1] flattened
+    return (raw.float() - oracle.shift) * oracle.scale
 
 
 @dataclass

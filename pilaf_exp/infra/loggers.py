@@ -41,6 +41,9 @@ class RunLogger(WandbLogger):
 
     def __init__(self, *args: Any, pairs_table_rows: int = 4, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Lightning passes anonymous=None to wandb.init whatever it is given, and W&B warns on any
+        # value of that retired setting ("has no effect and will be removed"): leave it unset.
+        self._wandb_init.pop("anonymous", None)
         self.pairs_table_rows = pairs_table_rows  # rows of the labelled-pairs table (run_output.wandb_pairs)
         self._next_step: int | None = None
         self._logged_before: set[tuple] = set()  # what the run's earlier processes logged (wandb_run.cell)

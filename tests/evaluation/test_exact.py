@@ -8,9 +8,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from pilaf_exp.build import build_parts
-from pilaf_exp.evaluation.exact import all_sequences, response_logprobs
+from pilaf_exp.evaluation import exact, leaves
+from pilaf_exp.evaluation.exact import ResponseTable, all_sequences, response_logprobs
+from pilaf_exp.labelling.oracle import RewardOracle
 from pilaf_exp.models.builders import tiny_llama
 from pilaf_exp.models.logprobs import sequence_logprob
 
@@ -29,6 +32,45 @@ def test_tree_walk_matches_full_forwards(temperature, length):
     direct = sequence_logprob(model, prompts, ones(prompts), responses, ones(responses), temperature)
     torch.testing.assert_close(logp, direct, atol=2e-5, rtol=1e-5)
     assert math.isclose(logp.exp().sum().item(), 1.0, abs_tol=1e-5)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_walked_rewards_are_the_oracles_full_sequence_scores(lean, monkeypatch):
+    """Every response of every prompt of a small table: the walk's rewards (leaves on the lean
+    path, or through the model's own forward) against `score` of the whole sequence, calibrated."""
+    monkeypatch.setattr(leaves, "BLOCK_ROWS", 5)  # 64 rows: several blocks, the last one short
+    if not lean:
+        monkeypatch.setattr(exact, "lean_reason", lambda backbone: "forced fallback")
+    vocab, length = 4, 4
+    # Grouped-query attention (2 kv heads for 4 query heads), as in the paper's 8B oracle.
+    config = LlamaConfig(
+        vocab_size=vocab + 1,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=vocab,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        model = LlamaForSequenceClassification(config).eval()
+        torch.nn.init.normal_(model.score.weight, std=1.0)
+    oracle = RewardOracle(model, pad_token_id=vocab).eval()
+    prompts = torch.tensor([[1, 3, 0], [2, 2, 2], [0, 1, 3]])
+    responses = all_sequences(vocab, length)
+    ones = torch.ones_like
+
+    def full(prompt):
+        x = prompt.expand(len(responses), -1)
+        return oracle.score(x, ones(x), responses, ones(responses))
+
+    oracle.calibrate(torch.cat([full(p) for p in prompts]), target_std=2.0)  # shift and scale now matter
+    table = ResponseTable.build(tiny_llama(vocab, hidden_size=32, seed=1), oracle, prompts, vocab, length)
+    expected = torch.stack([full(p) for p in prompts])
+    assert expected.std() == pytest.approx(2.0, rel=1e-3)
+    torch.testing.assert_close(table.reward, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_enumeration_matches_brute_force(models):
     reference, oracle = models
     prompt = torch.tensor([2, 0])
     logp = response_logprobs(reference, prompt, VOCAB, LENGTH)
-    reward = response_rewards(oracle, prompt, VOCAB, LENGTH, chunk=5)
+    reward = response_rewards(oracle, prompt, VOCAB, LENGTH)
     expected_logp, expected_reward = brute_force(reference, oracle, prompt)
     torch.testing.assert_close(logp, expected_logp, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(reward, expected_reward, atol=1e-5, rtol=1e-5)

@@ -166,7 +166,7 @@ def test_a_policy_in_training_with_gradient_checkpointing_decodes_as_in_eval(mod
 
     policy, reference = models
     training = copy.deepcopy(policy)
-    training.gradient_checkpointing_enable()
+    training.activation_checkpointing_enable()
     training.train()
     prompts = torch.tensor([[1, 2, 3, 4], [0, 5, 6, 7]])
     masks = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
