@@ -287,11 +287,10 @@ def build_parts(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> Parts:
     sampling = decode_spec(cfg, world.task, float(algorithm.temperature))
     check_decode_budget(world, sampling)
     annotator = Annotator(instantiate(cfg.sampler), instantiate(cfg.oracle.labeler), world.oracle, sampling, stopwatch)
-    ev = cfg.eval
     with stopwatch(OPTIMUM):
         table = response_table(cfg, world)
+    ev, beta = cfg.eval, float(algorithm.beta)
     schedule = EvalSchedule(algorithm.eval_every, algorithm.last_step, ev.exact_every)
-    beta = float(algorithm.beta)
     exact = ExactEvaluation(table, beta) if table is not None else None
     spec = decode_spec(cfg, world.task, float(ev.temperature))
     evaluator = Evaluator(
