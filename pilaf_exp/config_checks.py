@@ -164,13 +164,24 @@ def _sharded(cfg: DictConfig) -> bool:
     return strategy == "fsdp"
 
 
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option the command line picked in `group` (Hydra's choice; '?' where the config was composed without it)."""
+    try:
+        return str(OmegaConf.select(cfg, f"choices.{group}", default="?"))
+    except Exception:  # ${hydra:...} does not resolve outside a Hydra app (tests compose the config)
+        return "?"
+
+
 def _combination_problems(cfg: DictConfig) -> list[str]:
     """Choices that are each fine but do not go together."""
     found = []
     text = _task_reads_text(cfg)
     has_tokenizer = OmegaConf.select(cfg, "model.tokenizer") is not None
     if text is False and has_tokenizer:
-        found.append("this task's language is token ids: it needs a model without a tokenizer (model=tiny)")
+        task, model = _choice(cfg, "task"), _choice(cfg, "model")
+        found.append(
+            f"task={task} works on token ids and needs a model without a tokenizer (model=tiny); model={model} has one"
+        )
     if text and not has_tokenizer:
         found.append("this task is text and needs a model with a tokenizer: model=small, model=llama3_8b")
     batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
