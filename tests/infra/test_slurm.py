@@ -73,6 +73,7 @@ def test_two_run_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path, subprocess_en
 def test_a_requeued_sweep_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path, subprocess_env):
     """`scontrol requeue` on a running job: SLURM stops it (SIGTERM: checkpoint and exit), starts it
     again, and the run resumes to the same result as an uninterrupted one."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "training"))  # run alone: not yet there
     from test_resume import RUN, ledger_entries, same_result
 
     whole = tmp_path / "whole"
