@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.results.keep import KEPT, unpack
+from pilaf_exp.results.launch import multirun
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
@@ -47,27 +48,7 @@ CLAIMS = {  # sweep -> the paper's claim it tests
 
 def sweep(name: str, root: Path, jobs: int, *overrides: str) -> Path:
     """Run one sweep (unless its directory is already complete) and return its directory."""
-    target = root / name
-    if (target / "done").exists():
-        return target
-    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
-    command = [
-        sys.executable,
-        "-m",
-        "pilaf_exp",
-        "-m",
-        f"+sweep={name}",
-        *launcher,
-        "logger=csv",
-        "trainer.enable_progress_bar=false",
-        f"hydra.sweep.dir={target}",
-        *overrides,
-    ]
-    print("+", " ".join(command[1:]), flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    (target / "done").write_text(json.dumps({"seconds": time.perf_counter() - started, "command": command[1:]}))
-    return target
+    return multirun(root / name, [f"+sweep={name}", *overrides], jobs)
 
 
 def report(sweep_dir: Path) -> Path:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import yaml
 
 from pilaf_exp.report.decide import minimum_detectable, seeds_needed
 from pilaf_exp.report.tables import load_runs, markdown
+from pilaf_exp.results.launch import multirun
 from pilaf_exp.results.protocol import run_checks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,28 +41,15 @@ def run_pilot(protocol: dict, runs: Path, jobs: int) -> None:
     seeds = ",".join(str(s) for s in pilot["seeds"])
     for name, overrides in protocol["candidates"].items():
         target = runs / name
-        if (target / "done").exists():
-            continue
-        command = [
-            sys.executable,
-            "-m",
-            "pilaf_exp",
-            "-m",
+        pilot_overrides = [
             "algo=online",
             f"sampler={pilot['sampler']}",
             f"seed={seeds}",
             f"experiment_name=pilot_{name}",
             *(f"{key}={value}" for key, value in overrides.items()),
             *pilot.get("overrides", []),
-            *(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []),
-            "logger=csv",
-            "trainer.enable_progress_bar=false",
-            f"hydra.sweep.dir={target}",
         ]
-        print("+", " ".join(command[1:]), flush=True)
-        started = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT)
-        (target / "done").write_text(json.dumps({"seconds": time.perf_counter() - started, "command": command[1:]}))
+        multirun(target, pilot_overrides, jobs)
 
 
 def exact_points(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
