@@ -84,7 +84,9 @@ def test_kill_9_at_a_random_step_then_resume_gives_the_same_run(uninterrupted, t
     assert interrupt(run_dir, subprocess_env, after, signal.SIGKILL) == -signal.SIGKILL
     result = run_to_end(run_dir, subprocess_env)
     timing = json.loads((run_dir / "timing.json").read_text())
-    if after >= 8:  # a checkpoint (every 4 steps = 8 micro-batches) existed when it was killed
+    # The step-4 checkpoint (every 4 steps = 8 micro-batches) is saved after step 4 trains, i.e. after the
+    # 8th micro-batch is labelled and before the 9th is: only from 9 on must one exist at the kill.
+    if after >= 9:
         assert "resumed_from" in timing, result.stdout[-2000:]
     same_result(uninterrupted, run_dir)
 
