@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode gpu-check gpu-check-rehearsal results gradients clean
+.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode bench-cold gpu-check gpu-check-rehearsal results gradients clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-samplers: install  ## only the sampler table (no TRL needed); extra args: 
 
 bench-decode: install  ## vanilla vs PILAF tokens/s on the Qwen2.5-0.5B shape, random weights (~20 min on 2 cores)
 	$(PY) -m pilaf_exp.bench.decode --batch 16 64 --prompt-length 32 --new-tokens 16 --repeats 3 $(ARGS)
+
+bench-cold: install  ## a newcomer's first run, timed: 5 runs of `python -m pilaf_exp`, each on an empty cache (~6 min)
+	$(PY) -m pilaf_exp.bench.cold_run $(ARGS)
 
 gpu-check: install  ## on a GPU machine: the paper's shapes in bf16 (steps/s, decode tok/s, memory); OUT=dir (default gpu_check)
 	$(PY) -m pilaf_exp.bench.gpu_check $(or $(OUT),gpu_check) $(ARGS)

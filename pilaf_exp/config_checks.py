@@ -183,7 +183,11 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
             f"task={task} works on token ids and needs a model without a tokenizer (model=tiny); model={model} has one"
         )
     if text and not has_tokenizer:
-        found.append("this task is text and needs a model with a tokenizer: model=small, model=llama3_8b")
+        task, model = _choice(cfg, "task"), _choice(cfg, "model")
+        found.append(
+            f"task={task} reads text and needs a model with a tokenizer (model=small, model=llama3_8b); "
+            f"model={model} has none"
+        )
     batch, micro = OmegaConf.select(cfg, "algo.batch_size"), OmegaConf.select(cfg, "algo.micro_batch_size")
     if isinstance(batch, int) and isinstance(micro, int) and micro > 0 and batch % micro:
         found.append(f"algo.micro_batch_size={micro} must divide algo.batch_size={batch}")

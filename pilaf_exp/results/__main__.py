@@ -116,6 +116,16 @@ def provenance() -> dict[str, str]:
     }
 
 
+def exact_prompts(runs: Path, sweeps: list[str]) -> int:
+    """How many prompts the claim runs enumerate exactly: read from their resolved configs (one value)."""
+    counts = {
+        OmegaConf.load(path).eval.exact_prompts for name in sweeps for path in (runs / name).glob("*/config_resolved.yaml")
+    }
+    if len(counts) > 1:
+        raise SystemExit(f"error: the claim runs disagree on eval.exact_prompts ({sorted(counts)}): one table, one scale")
+    return counts.pop() if counts else compose_config().eval.exact_prompts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs" / time.strftime("%Y-%m-%d"))
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     sections.append(bursts_section(DOCS / "bursts.md"))
     sections.append(gradients_section(DOCS / "gradients.md"))
     seconds = sum(json.loads((d / "done").read_text())["seconds"] for d in args.runs.glob("*") if (d / "done").exists())
-    text = header(provenance(), seconds, time.perf_counter() - started) + "\n".join(sections)
+    prompts = exact_prompts(args.runs, args.sweeps)
+    text = header(provenance(), seconds, time.perf_counter() - started, prompts) + "\n".join(sections)
     history = DOCS / "history.md"
     if history.exists():
         text += "\n" + history.read_text()

@@ -20,18 +20,21 @@ SECTIONS = (
 )
 
 
-def header(versions: dict[str, str], sweep_seconds: float, wall: float) -> str:
+def header(versions: dict[str, str], sweep_seconds: float, wall: float, exact_prompts: int) -> str:
+    """`exact_prompts`: how many test prompts the claim runs enumerate exactly (their resolved config)."""
     produced = ", ".join(f"{name} {version}" for name, version in versions.items())
     return f"""# Results
 
 Written by `make results` (`python -m pilaf_exp.results`) on {time.strftime("%Y-%m-%d")}: the
 protocol sweep, the paper's claims on the embedded task, their reports; nothing below is typed by
-hand. Produced by {produced}. The sweeps took {sweep_seconds / 60:.1f} min of wall time on this
-machine (2 CPU cores); this rebuild {wall / 60:.1f} min. Every run is kept under `results/runs/`
-(not in git); the report files are in `docs/results/<sweep>/`.
+hand. Produced by {produced} (the locked environment, `requirements.lock`). The sweeps took
+{sweep_seconds / 60:.1f} min of wall time on this machine (2 CPU cores); this rebuild {wall / 60:.1f} min.
+Every run's raw files (resolved config, summary, evaluation history, timing) are kept in the
+repository, one archive per sweep in `results/kept/`, from which `python -m pilaf_exp.results
+--only-write` rebuilds this page; the report files are in `docs/results/<sweep>/`.
 
 How to read the tables: J = reward - beta KL (beta 0.1). "exact" values are computed by enumerating
-every response of the first 16 test prompts (no sampling noise); "sampled" ones come from 256 test
+every response of the first {exact_prompts} test prompts (no sampling noise); "sampled" ones come from 256 test
 prompts; no metric mixes the two, and every caption names its scale. Intervals are 95% Student-t
 intervals over seeds; comparisons with {BASELINE_SAMPLER} are paired by seed (same prompts, same start).
 Each comparison ends in one word: better / worse when the paired interval excludes zero; equivalent

@@ -25,8 +25,10 @@ def test_a_new_token_id_task_is_not_told_it_is_text():
     cfg = compose_config("output_dir=/tmp/x", f"task._target_={__name__}.OtherTokenTask")
     assert problems(cfg) == []
     text_model = compose_config("output_dir=/tmp/x", f"task._target_={__name__}.OtherTokenTask", "model=small")
+    # The message names the bad choice and the accepted one; `task=` is the group's choice, which the
+    # override of its _target_ keeps.
     assert problems(text_model) == [
-        "this task's language is token ids: it needs a model without a tokenizer (model=tiny)"
+        "task=embedded works on token ids and needs a model without a tokenizer (model=tiny); model=small has one"
     ]
 
 
