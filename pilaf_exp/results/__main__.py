@@ -46,9 +46,12 @@ CLAIMS = {  # sweep -> the paper's claim it tests
 }
 
 
-def sweep(name: str, root: Path, jobs: int, *overrides: str) -> Path:
-    """Run one sweep (unless its directory is already complete) and return its directory."""
-    return multirun(root / name, [f"+sweep={name}", *overrides], jobs)
+def sweep(name: str, root: Path, jobs: int, protocol: dict) -> Path:
+    """Run one sweep (unless its directory is already complete) and return its directory: the samplers
+    the protocol names for the claim (`claims.<name>.samplers`: a list, or all of conf/sampler/)."""
+    samplers = protocol.get("claims", {}).get(name, {}).get("samplers", "all")
+    chosen = [] if samplers == "all" else [f"hydra.sweeper.params.sampler={','.join(samplers)}"]
+    return multirun(root / name, [f"+sweep={name}", *chosen], jobs)
 
 
 def report(sweep_dir: Path) -> Path:
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.sweeps:
         sweep_dir = args.runs / name
         if not args.only_write:
-            sweep(name, args.runs, args.jobs)  # the sweep file carries the protocol's values
+            sweep(name, args.runs, args.jobs, protocol)  # the sweep file carries the protocol's values
         if (sweep_dir / "done").exists():
             sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, protocol.get("chosen")))
         else:
