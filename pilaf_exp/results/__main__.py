@@ -50,7 +50,7 @@ def sweep(name: str, root: Path, jobs: int, protocol: dict) -> Path:
     """Run one sweep (unless its directory is already complete) and return its directory: the samplers
     the protocol names for the claim (`claims.<name>.samplers`: a list, or all of conf/sampler/)."""
     samplers = protocol.get("claims", {}).get(name, {}).get("samplers", "all")
-    chosen = [] if samplers == "all" else [f"hydra.sweeper.params.sampler={','.join(samplers)}"]
+    chosen = [] if samplers == "all" else [f"hydra.sweeper.params.sampler='{','.join(samplers)}'"]
     return multirun(root / name, [f"+sweep={name}", *chosen], jobs)
 
 
