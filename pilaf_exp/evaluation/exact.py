@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-from pilaf_exp.evaluation.leaves import leaf_states, lean_reason
+from pilaf_exp.evaluation.leaves import descendant_states, lean_reason
 from pilaf_exp.infra.names import (
     EXACT_GAIN,
     EXACT_J,
@@ -60,8 +60,7 @@ def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int,
             return logp
         position = prompt.shape[0] + depth
         if depth == length - 2:  # the last forward, 7/8 of the walk's positions: no cache copy
-            out = siblings_forward(model, cache, argument, len(logp) // vocab, vocab, position)
-            logits = out.logits.reshape(len(logp), -1)  # [V^(d+1), V]
+            logits = last_level_logits(model, cache, argument, len(logp) // vocab, vocab, position)
             continue
         rows = len(logp)
         cache.batch_repeat_interleave(vocab)
@@ -69,6 +68,17 @@ def response_logprobs(model: nn.Module, prompt: Tensor, vocab: int, length: int,
         positions = torch.full((rows, 1), position)
         logits = model(input_ids=tokens, position_ids=positions, use_cache=True, **{argument: cache}).logits[:, -1]
     raise ValueError("length must be >= 1")
+
+
+def last_level_logits(model: nn.Module, cache: DynamicCache, argument: str, parents: int, vocab: int, position: int):
+    """[parents * V, vocab] logits of the V children of each cached row: on the lean path
+    (leaves.py) for a Llama-layout model, else through the model's own forward."""
+    backbone = getattr(model, model.base_model_prefix)
+    if lean_reason(backbone) is None:
+        hidden = descendant_states(backbone, cache, vocab, position, depth=1)  # [parents * V, H]
+        return model.get_output_embeddings()(hidden)
+    out = siblings_forward(model, cache, argument, parents, vocab, position)
+    return out.logits.reshape(parents * vocab, -1)
 
 
 def siblings_forward(model: nn.Module, cache: DynamicCache, argument: str, parents: int, vocab: int, position: int):
@@ -97,19 +107,21 @@ def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: i
     backbone = getattr(model, model.base_model_prefix)  # the transformer under the scalar head
     cache, argument = DynamicCache(), cache_argument(backbone)
     backbone(input_ids=prompt[None], use_cache=True, **{argument: cache})
+    lean = lean_reason(backbone) is None
+    below = min(length, 2) if lean else 1  # levels read below the cached rows in place
     rows = 1
-    for depth in range(length - 1):
+    for depth in range(length - below):
         rows *= vocab
         cache.batch_repeat_interleave(vocab)
         tokens = torch.arange(vocab).repeat(rows // vocab)[:, None]  # [V^(d+1), 1]
         positions = torch.full((rows, 1), prompt.shape[0] + depth)
         backbone(input_ids=tokens, position_ids=positions, use_cache=True, **{argument: cache})
-    position = prompt.shape[0] + length - 1
-    if lean_reason(backbone) is None:
-        leaves = leaf_states(backbone, cache, vocab, position)  # [rows, V, H]
+    position = prompt.shape[0] + length - below
+    if lean:
+        leaves = descendant_states(backbone, cache, vocab, position, depth=below)  # [V^T, H]
     else:
         leaves = siblings_forward(backbone, cache, argument, rows, vocab, position).last_hidden_state
-    raw = model.score(leaves).reshape(rows * vocab)  # [V^T]: [rows, V, 1] flattened
+    raw = model.score(leaves).reshape(vocab**length)  # [V^T]
     return (raw.float() - oracle.shift) * oracle.scale
 
 

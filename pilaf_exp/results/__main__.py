@@ -121,11 +121,10 @@ def provenance() -> dict[str, str]:
 
 def exact_prompts(runs: Path, sweeps: list[str]) -> int:
     """How many prompts the claim runs enumerate exactly: read from their resolved configs (one value)."""
-    counts = {
-        OmegaConf.load(path).eval.exact_prompts for name in sweeps for path in (runs / name).glob("*/config_resolved.yaml")
-    }
+    configs = [path for name in sweeps for path in (runs / name).glob("*/config_resolved.yaml")]
+    counts = {OmegaConf.load(path).eval.exact_prompts for path in configs}
     if len(counts) > 1:
-        raise SystemExit(f"error: the claim runs disagree on eval.exact_prompts ({sorted(counts)}): one table, one scale")
+        raise SystemExit(f"error: the claim runs disagree on eval.exact_prompts ({sorted(counts)}): one scale a table")
     return counts.pop() if counts else compose_config().eval.exact_prompts
 
 

@@ -20,9 +20,14 @@ from pilaf_exp.models.logprobs import sequence_logprob
 SMALL_TASK = ["task.vocab_size=4", "task.response_length=4", "task.num_test_prompts=16", "eval.exact_prompts=4"]
 
 
-@pytest.mark.parametrize("temperature, length", [(1.0, 3), (0.7, 3), (1.0, 2), (1.0, 1)])
-def test_tree_walk_matches_full_forwards(temperature, length):
-    """The walk (its last level read from the parents' cache in place) against full-sequence forwards."""
+@pytest.mark.parametrize(
+    "temperature, length, lean", [(1.0, 3, True), (0.7, 3, True), (1.0, 2, True), (1.0, 1, True), (1.0, 3, False)]
+)
+def test_tree_walk_matches_full_forwards(temperature, length, lean, monkeypatch):
+    """The walk (its last level read from the parents' cache in place: lean, or through the model's
+    own forward with a 4D mask) against full-sequence forwards."""
+    if not lean:
+        monkeypatch.setattr(exact, "lean_reason", lambda backbone: "forced fallback")
     model = tiny_llama(5, hidden_size=32, num_layers=2, num_heads=2, seed=3).eval()
     prompt = torch.tensor([1, 4, 0])
     logp = response_logprobs(model, prompt, vocab=5, length=length, temperature=temperature)
@@ -34,14 +39,15 @@ def test_tree_walk_matches_full_forwards(temperature, length):
     assert math.isclose(logp.exp().sum().item(), 1.0, abs_tol=1e-5)
 
 
-@pytest.mark.parametrize("lean", [True, False])
-def test_walked_rewards_are_the_oracles_full_sequence_scores(lean, monkeypatch):
-    """Every response of every prompt of a small table: the walk's rewards (leaves on the lean
-    path, or through the model's own forward) against `score` of the whole sequence, calibrated."""
-    monkeypatch.setattr(leaves, "BLOCK_ROWS", 5)  # 64 rows: several blocks, the last one short
+@pytest.mark.parametrize("lean, length", [(True, 4), (True, 2), (True, 1), (False, 4)])
+def test_walked_rewards_are_the_oracles_full_sequence_scores(lean, length, monkeypatch):
+    """Every response of every prompt of a small table: the walk's rewards (two levels read below
+    the cached rows on the lean path, one at length 1; or through the model's own forward) against
+    `score` of the whole sequence, calibrated."""
+    monkeypatch.setattr(leaves, "BLOCK_ROWS", 5)  # 16 cached rows at length 4: several blocks, the last one short
     if not lean:
         monkeypatch.setattr(exact, "lean_reason", lambda backbone: "forced fallback")
-    vocab, length = 4, 4
+    vocab = 4
     # Grouped-query attention (2 kv heads for 4 query heads), as in the paper's 8B oracle.
     config = LlamaConfig(
         vocab_size=vocab + 1,
