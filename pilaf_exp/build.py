@@ -49,7 +49,7 @@ from pilaf_exp.training.stop import StopTogether
 
 # The code that computes the SFT reference and the exact-evaluation tables: part of their cache keys.
 SFT_CODE = source_fingerprint("pilaf_exp.data", "pilaf_exp.models", "pilaf_exp.training.sft")
-EXACT_CODE = source_fingerprint("pilaf_exp.evaluation.exact", "pilaf_exp.labelling.oracle")
+EXACT_CODE = source_fingerprint("pilaf_exp.evaluation", "pilaf_exp.labelling.oracle")
 
 
 @dataclass(frozen=True)
