@@ -8,7 +8,8 @@
    (both of its generate paths), with each method's log-prob gap to the exact mixture, and the
    scaling of time per call with the response length (16 to 256 tokens).
 3. online (`bench.online_step`): one full online-DPO step against TRL's `OnlineDPOTrainer`, pairs/s.
-4. exact (`bench.exact`): the exact table's two walks on their lean path against the model's own forward (and the copying walk).
+4. exact (`bench.exact`): the exact table's two walks on their lean path against the model's own
+   forward (and the copying walk).
 5. train_step (`bench.train_step`): one DPO training step's parts at the run's batch and at one pair
    (how much of the step is arithmetic and how much a fixed per-call cost).
 

@@ -10,7 +10,8 @@
 3. `python -m pilaf_exp.report` on each, copied to docs/results/<sweep>/, and RESULTS.md written
    from them, with each claim's primary endpoint and verdict (`results.primary`) and the verdict of
    the gradient analysis (docs/results/gradients.md, `make gradients`): no number in it is typed.
-   Every run is kept under --runs (default results/runs/<date>).
+   Every run is kept under --runs (default results/runs/<date>, not in git) and each finished claim's raw
+   files are packed into results/kept/<claim>.tar.xz (`results.keep`), which is in git.
 
 With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs, or, when
 none is there, from the raw runs kept in the repository (results/kept/, `results.keep`) unpacked there.
@@ -31,7 +32,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
-from pilaf_exp.results.keep import KEPT, unpack
+from pilaf_exp.results.keep import KEPT, pack, unpack
 from pilaf_exp.results.launch import multirun
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.only_write:
             sweep(name, args.runs, args.jobs, protocol)  # the sweep file carries the protocol's values
         if (sweep_dir / "done").exists():
+            if not args.only_write:
+                pack(sweep_dir)  # the raw runs into the repository (results/kept/<claim>.tar.xz)
             sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, protocol.get("chosen")))
         else:
             finished = len(list(sweep_dir.rglob("summary.json"))) if sweep_dir.exists() else 0

@@ -105,7 +105,8 @@ def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path, chos
         endpoint, margin = chosen["endpoint"], chosen["margin"]
         table = primary_table(sweep_dir, endpoint, margin)
         parts.append(
-            f"Sweep `{name}` ({sweep_dir}). Primary endpoint (the protocol's): exact J, {endpoint}; each sampler "
+            f"Sweep `{name}` (its raw runs: `results/kept/{name}.tar.xz`). Primary "
+            f"endpoint (the protocol's): exact J, {endpoint}; each sampler "
             f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}:\n\n{table}"
         )
     parts.append(f"Final exact J (secondary): {verdict(report_dir / f'{group}_table.csv')}.\n")
