@@ -85,7 +85,10 @@ class DPOModule(L.LightningModule):
         settings = self.settings
         optimizer = settings.optimizer(self.policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         if self.resume_optimizer is not None:
-            optimizer.load_state_dict(self.resume_optimizer)
+            state, strategy = self.resume_optimizer, self.trainer.strategy
+            if hasattr(strategy, "optimizer_state_to_load"):  # sharded parameters (training/strategies.py)
+                state = strategy.optimizer_state_to_load(optimizer, state)
+            optimizer.load_state_dict(state)
         return optimizer
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

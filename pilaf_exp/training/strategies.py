@@ -9,7 +9,13 @@ from hydra.utils import get_class
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.strategies.fsdp import _setup_activation_checkpointing
 from torch import nn
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import (
+    FullOptimStateDictConfig,
+    FullStateDictConfig,
+    FullyShardedDataParallel,
+    OptimStateKeyType,
+    StateDictType,
+)
 from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 from transformers import PreTrainedModel
 
@@ -49,7 +55,12 @@ class PerModelFSDP(FSDPStrategy):
       device *index*, None on CPU, for which torch asks for an accelerator: here FSDP gets the device.
 
     At teardown the models become plain modules again with full weights on every rank (what the
-    run saves, fingerprints and evaluates afterwards), as after DDP."""
+    run saves, fingerprints and evaluates afterwards), as after DDP.
+
+    On CPU a checkpoint's full state dict is gathered without Lightning's `offload_to_cpu`: with the
+    parameters already on CPU, FSDP's "offload" leaves each entry a view of the unsharded flat
+    parameter, which is freed when the context exits, and cloning it crashed the process (SIGSEGV)
+    at the first checkpoint of a 2-rank run."""
 
     def __init__(self, layer: type[nn.Module], **kwargs) -> None:
         super().__init__(**kwargs)
@@ -70,6 +81,40 @@ class PerModelFSDP(FSDPStrategy):
         )
         _setup_activation_checkpointing(wrapped, self._activation_checkpointing_kwargs)
         return wrapped
+
+    def _full_state_dict(self, rank0_only: bool = True):
+        """Lightning's full-state-dict context, offloading to CPU only from an accelerator."""
+        offload = self.root_device.type != "cpu"
+        return FullyShardedDataParallel.state_dict_type(
+            self.model,
+            StateDictType.FULL_STATE_DICT,
+            FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
+            FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
+        )
+
+    def lightning_module_state_dict(self) -> dict:
+        if self._state_dict_type != "full" or self.root_device.type != "cpu":
+            return super().lightning_module_state_dict()
+        with self._full_state_dict():
+            return self.model.state_dict()
+
+    def optimizer_state(self, optimizer) -> dict:
+        if self._state_dict_type != "full" or self.root_device.type != "cpu":
+            return super().optimizer_state(optimizer)
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # LightningOptimizer -> the torch one
+        with self._full_state_dict():
+            state = FullyShardedDataParallel.optim_state_dict(self.model, optimizer)
+            if self.global_rank == 0:  # the standard format, as Lightning stores it
+                state = FullyShardedDataParallel.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
+            return state
+
+    def optimizer_state_to_load(self, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+        """A checkpoint's full optimizer state (as `optimizer_state` saved it, or a single process) made
+        loadable into `optimizer`, whose parameters are this rank's shards (every rank calls this)."""
+        with self._full_state_dict(rank0_only=False):
+            if isinstance(next(iter(state["state"]), None), int):  # keyed by parameter index
+                state = FullyShardedDataParallel.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_NAME, self.model)
+            return FullyShardedDataParallel.optim_state_dict_to_load(self.model, optimizer, state)
 
     def teardown(self) -> None:
         if isinstance(self.model, FullyShardedDataParallel):
