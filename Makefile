@@ -27,7 +27,7 @@ lock:  ## re-resolve the dependencies afresh into requirements.lock (pin one: ma
 run: install  ## run the default experiment (online DPO, embedded task); extra Hydra args: make run ARGS="sampler=pilaf"
 	$(PY) -m pilaf_exp $(ARGS)
 
-test: install  ## the test suite without the slow end-to-end tests (5-13 min on 2 cores: BENCHMARKS); CI runs it, then test-slow
+test: install  ## the test suite without the slow end-to-end tests (~7 min on 2 cores: BENCHMARKS); CI runs it, then test-slow
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: install  ## the slow end-to-end tests: resume after kill -9, DDP, FSDP, SLURM, the Table 3 sweep, the GPU check rehearsal
