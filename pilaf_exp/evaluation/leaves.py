@@ -43,6 +43,13 @@ def lean_reason(backbone: nn.Module) -> str | None:
         return "not a Llama-layout backbone"
     if hasattr(backbone.layers[0].self_attn, "q_norm"):
         return "q/k normalisation"
+    norms = [backbone.norm] + [
+        n for layer in backbone.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)
+    ]
+    if not all(type(n).__name__.endswith("RMSNorm") and hasattr(n, "variance_epsilon") for n in norms):
+        return "a norm that is not the model type's own RMSNorm"
+    if not all(hasattr(layer.mlp, name) for layer in backbone.layers for name in ("gate_proj", "up_proj", "act_fn")):
+        return "not a gated MLP"
     return None
 
 

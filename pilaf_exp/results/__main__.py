@@ -111,7 +111,7 @@ def provenance() -> dict[str, str]:
         ["git", "status", "--porcelain", "pilaf_exp", "conf", "sweeps"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     return {
-        "commit": commit.stdout.strip() + (" (with uncommitted changes)" if dirty else ""),
+        "page written at commit": commit.stdout.strip() + (" (with uncommitted changes)" if dirty else ""),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         if (sweep_dir / "done").exists():
             if not args.only_write:
                 pack(sweep_dir)  # the raw runs into the repository (results/kept/<claim>.tar.xz)
-            sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, protocol.get("chosen")))
+            chosen, rule = protocol.get("chosen"), protocol["rule"]
+            sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, chosen, rule))
         else:
             finished = len(list(sweep_dir.rglob("summary.json"))) if sweep_dir.exists() else 0
             sections.append(
@@ -169,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     sections.append(gradients_section(DOCS / "gradients.md"))
     seconds = sum(json.loads((d / "done").read_text())["seconds"] for d in args.runs.glob("*") if (d / "done").exists())
     prompts = exact_prompts(args.runs, args.sweeps)
-    text = header(provenance(), seconds, time.perf_counter() - started, prompts) + "\n".join(sections)
+    markers = [args.runs / name / "done" for name in args.sweeps if (args.runs / name / "done").exists()]
+    made_at = sorted({json.loads(marker.read_text()).get("commit", "not recorded") for marker in markers})
+    versions = {"claim runs made at commit": ", ".join(made_at), **provenance()}
+    text = header(versions, seconds, time.perf_counter() - started, prompts) + "\n".join(sections)
     history = DOCS / "history.md"
     if history.exists():
         text += "\n" + history.read_text()

@@ -13,14 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def multirun(target: Path, overrides: list[str], jobs: int) -> Path:
     """`python -m pilaf_exp -m <overrides>` into `target` (2 joblib jobs when `jobs` > 1), CSV logging;
-    skipped when `target/done` says it already ran, which then holds its time and command."""
+    skipped when `target/done` says it already ran, which then holds its time, command and commit."""
     if (target / "done").exists():
         return target
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     command = [sys.executable, "-m", "pilaf_exp", "-m", *overrides, *launcher, "logger=csv"]
     command += ["trainer.enable_progress_bar=false", f"hydra.sweep.dir={target}"]
     print("+", " ".join(command[1:]), flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
-    (target / "done").write_text(json.dumps({"seconds": time.perf_counter() - started, "command": command[1:]}))
+    done = {"seconds": time.perf_counter() - started, "command": command[1:], "commit": commit.stdout.strip()}
+    (target / "done").write_text(json.dumps(done))
     return target

@@ -13,7 +13,8 @@ from pilaf_exp.infra.cli import BASELINE_SAMPLER, sampler_names
 from pilaf_exp.report.decide import Decision, decide
 from pilaf_exp.report.stats import mean_ci
 from pilaf_exp.report.tables import load_runs, markdown
-from pilaf_exp.results.pilot import endpoints
+from pilaf_exp.results.pilot import endpoints, stability
+from pilaf_exp.results.protocol import run_checks
 
 
 def per_seed(root: Path, endpoint: str) -> pd.DataFrame:
@@ -47,4 +48,26 @@ def primary_table(root: Path, endpoint: str, margin: float) -> str:
     ]
     cells[f"vs {BASELINE_SAMPLER}"] = ["—" if s not in words else words[s].text() for s in order]
     cells["seeds"] = [means[s].n for s in order]
+    return markdown(cells)
+
+
+def stability_table(root: Path, rule: dict) -> str:
+    """Protocol rule 1 checked again on the claim runs, per sampler: runs, the worst exact-J drop and
+    sampled-KL jump over them, and how many runs break the rule (markdown)."""
+    runs, histories = load_runs(root)
+    rows = [
+        {
+            "candidate": run["sampler"],
+            "seed": run["seed"],
+            **run_checks(histories[histories["run_dir"] == run["run_dir"]]),
+        }
+        for _, run in runs.iterrows()
+    ]
+    table = stability(pd.DataFrame(rows), rule)
+    order = [s for s in sampler_names() if s in table.index]
+    cells = pd.DataFrame(index=pd.Index(order, name="sampler"))
+    cells["runs"] = [int(table.loc[s, "seeds"]) for s in order]
+    cells["worst exact-J drop"] = [f"{table.loc[s, 'worst_drop']:.3f}" for s in order]
+    cells["worst sampled-KL jump (nats)"] = [f"{table.loc[s, 'worst_jump']:.2f}" for s in order]
+    cells["runs breaking the rule"] = [int(table.loc[s, "violating_runs"]) for s in order]
     return markdown(cells)

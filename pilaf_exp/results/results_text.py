@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.results.primary import primary_table
+from pilaf_exp.results.primary import primary_table, stability_table
 
 CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
 # The report's tables a claim's section shows: (file stem after `<group>_`, title).
@@ -22,7 +22,7 @@ SECTIONS = (
 
 def header(versions: dict[str, str], sweep_seconds: float, wall: float, exact_prompts: int) -> str:
     """`exact_prompts`: how many test prompts the claim runs enumerate exactly (their resolved config)."""
-    produced = ", ".join(f"{name} {version}" for name, version in versions.items())
+    produced = ", ".join(f"{name} {version}" for name, version in versions.items())  # e.g. "torch 2.13.0"
     return f"""# Results
 
 Written by `make results` (`python -m pilaf_exp.results`) on {time.strftime("%Y-%m-%d")}: the
@@ -98,9 +98,18 @@ def verdict(table: Path) -> str:
     )
 
 
-def claim_section(name: str, claim: str, report_dir: Path, sweep_dir: Path, chosen: dict | None = None) -> str:
+def claim_section(
+    name: str, claim: str, report_dir: Path, sweep_dir: Path, chosen: dict | None = None, rule: dict | None = None
+) -> str:
     group = name
     parts = [f"## {claim}\n"]
+    if chosen and rule:
+        parts.append(
+            f"The protocol's stability rule checked again on these runs (no more than {rule['max_exact_drop']} exact J "
+            f"lost between consecutive exact evaluations, no more than {rule['max_kl_jump']} nats of sampled KL "
+            f"between consecutive sampled ones; a run that breaks it stays in the table):\n\n"
+            f"{stability_table(sweep_dir, rule)}"
+        )
     if chosen:
         endpoint, margin = chosen["endpoint"], chosen["margin"]
         table = primary_table(sweep_dir, endpoint, margin)
