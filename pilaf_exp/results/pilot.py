@@ -199,7 +199,9 @@ def evaluate(runs_dir: Path, protocol: dict) -> tuple[pd.DataFrame, pd.DataFrame
     table = spread(runs, list(stable.index[stable["stays in"]]))
     block = chosen_block(runs, table, rule, protocol)
     block["evaluation_error"] = evaluation_error(runs_dir, block, rule)
-    runs.to_csv(runs_dir / "pilot_per_run.csv", index=False)
+    report = runs_dir / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(report / "pilot_per_run.csv", index=False)  # copied to docs/results/pilot/ with the tables
     return stable, table, block
 
 
@@ -208,7 +210,6 @@ def choose(runs_dir: Path, path: Path = PROTOCOL, write: bool = True) -> dict:
     protocol = load_protocol(path)
     stable, table, block = evaluate(runs_dir, protocol)
     report = runs_dir / "report"
-    report.mkdir(parents=True, exist_ok=True)
     (report / "pilot_stability.md").write_text(markdown(stable.round(3)))
     (report / "pilot_spread.md").write_text(markdown(table.round(4).set_index("candidate")))
     print(stable.round(3).to_string())

@@ -30,9 +30,12 @@ def test_the_protocol_section_states_the_rule_and_waits_for_the_chosen_values(tm
 
 
 def test_only_write_without_runs_is_an_error_and_leaves_results_md(tmp_path):
+    """A claim with neither runs under --runs nor kept raw runs (results/kept/) cannot be written."""
     before = (ROOT / "RESULTS.md").read_text()
+    claim = "fig4_overfitted"  # no kept archive: the protocol has not run it
+    assert not (ROOT / "results" / "kept" / f"{claim}.tar.xz").exists()
     done = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp.results", "--only-write", "--runs", str(tmp_path)],
+        [sys.executable, "-m", "pilaf_exp.results", "--only-write", "--runs", str(tmp_path), "--sweeps", claim],
         capture_output=True,
         text=True,
         cwd=ROOT,
