@@ -150,14 +150,18 @@ class ResponseTable:
         reward = torch.stack([response_rewards(oracle, p, vocab, length) for p in prompts])
         return cls(prompts, logp, reward, vocab, length, temperature)
 
-    def sums(self, policy: nn.Module, beta: float, rows: Sequence[int]) -> Tensor:
+    def sums(self, policy: nn.Module, beta: float, rows: Sequence[int], walks: int | None = None) -> Tensor:
         """[3] exact reward, KL and J of `policy` summed over the prompts `rows` (float64; zeros for
-        none, so ranks with an empty share add nothing)."""
+        none, so ranks with an empty share add nothing). `walks` >= len(rows): walk that many
+        prompts, the extra ones discarded, so that every rank makes the same forward calls (under
+        FSDP each forward is a collective: a rank with one walk fewer would leave the others waiting)."""
         device = next(policy.parameters()).device
         total = torch.zeros(3, dtype=torch.double)
-        for i in rows:
+        for index in range(len(rows) if walks is None else walks):
+            i = rows[index] if index < len(rows) else 0
             logp = response_logprobs(policy, self.prompts[i].to(device), self.vocab, self.length, self.temperature)
-            total += per_prompt_objective(logp.cpu(), self.reference_logp[i], self.reward[i], beta)
+            if index < len(rows):
+                total += per_prompt_objective(logp.cpu(), self.reference_logp[i], self.reward[i], beta)
         return total
 
     def optimum(self, beta: float) -> dict[str, float]:
@@ -199,7 +203,9 @@ class ExactEvaluation:
         optimum = self.table.optimum(self.beta)
         if is_reference:
             return dict(zip(self.KEYS, (optimum["J_ref"], 0.0, optimum["J_ref"], 0.0)))
-        sums = ranks.sum(self.table.sums(policy, self.beta, ranks.share(range(len(self.table.prompts))))).cpu()
+        prompts = range(len(self.table.prompts))
+        walks = len(Ranks(0, ranks.world_size).share(prompts))  # rank 0's share is the largest
+        sums = ranks.sum(self.table.sums(policy, self.beta, ranks.share(prompts), walks)).cpu()
         reward, kl, j = (sums / len(self.table.prompts)).tolist()
         gain = (j - optimum["J_ref"]) / (optimum["J_star"] - optimum["J_ref"])
         return dict(zip(self.KEYS, (reward, kl, j, gain)))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -50,13 +51,19 @@ def lean_reason(backbone: nn.Module) -> str | None:
         return "a norm that is not the model type's own RMSNorm"
     if not all(hasattr(layer.mlp, name) for layer in backbone.layers for name in ("gate_proj", "up_proj", "act_fn")):
         return "not a gated MLP"
+    # Under FSDP a module's weights outside its forward are shards: only the model's own forward gathers them.
+    if any(isinstance(m, FullyShardedDataParallel) for m in backbone.modules()) or any(
+        type(p).__name__ == "DTensor" for p in backbone.parameters()
+    ):
+        return "sharded parameters (FSDP)"
     return None
 
 
 def _weight_and_bias(linear: nn.Linear) -> tuple[Tensor, Tensor]:
     """[in, out] weight and [out] bias (zeros where the layer has none)."""
-    bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features, dtype=linear.weight.dtype)
-    return linear.weight.t(), bias
+    weight = linear.weight
+    bias = linear.bias if linear.bias is not None else weight.new_zeros(linear.out_features)
+    return weight.t(), bias
 
 
 @dataclass

@@ -71,8 +71,12 @@ def test_fsdp_cpu_pilaf_gives_ddp_s_pairs_and_losses(tmp_path, subprocess_env):
     the first step's pairs are the same tokens; every step's loss agrees to float rounding (the
     two average gradients in a different order)."""
     runs = {name: tmp_path / name for name in ("fsdp_cpu", "ddp_cpu")}
-    # DDP decodes through the models' own forward too, as FSDP must: the same arithmetic.
-    same = ["sampler=pilaf", "model.generation.engine=transformers", *EMBEDDED]
+    # DDP decodes through the models' own forward too, as FSDP must: the same arithmetic. Exact
+    # evaluation on 3 prompts (2 on rank 0, 1 on rank 1: rank 1 walks one more to keep the collectives
+    # in step): under FSDP the walk gathers the weights through the model's own forward, where
+    # DDP's full weights take the lean path (evaluation/leaves.py).
+    embedded = [a for a in EMBEDDED if not a.startswith("eval.exact_prompts")] + ["eval.exact_prompts=3"]
+    same = ["sampler=pilaf", "model.generation.engine=transformers", *embedded]
     summaries = {name: launch(d, subprocess_env, f"trainer={name}", *same) for name, d in runs.items()}
     for rank in (0, 1):
         first = [datasets.load_from_disk(str(d / "preferences" / f"rank_{rank}"))[:4] for d in runs.values()]
@@ -80,6 +84,8 @@ def test_fsdp_cpu_pilaf_gives_ddp_s_pairs_and_losses(tmp_path, subprocess_env):
     assert losses(runs["fsdp_cpu"]) == pytest.approx(losses(runs["ddp_cpu"]), abs=1e-4)
     assert len(losses(runs["fsdp_cpu"])) == 3
     assert moved(runs["fsdp_cpu"]) and summaries["fsdp_cpu"]["world_size"] == 2
+    for key in ("exact/J", "exact/kl", "exact/reward"):  # the final policies agree as the losses do
+        assert summaries["fsdp_cpu"][key] == pytest.approx(summaries["ddp_cpu"][key], abs=1e-4)
 
 
 @pytest.mark.slow
