@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.results.keep import KEPT, pack, unpack
-from pilaf_exp.results.launch import multirun
+from pilaf_exp.results.launch import head_commit, multirun
 from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
@@ -106,12 +106,11 @@ def provenance() -> dict[str, str]:
     import torch
     import transformers
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "pilaf_exp", "conf", "sweeps"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     return {
-        "page written at commit": commit.stdout.strip() + (" (with uncommitted changes)" if dirty else ""),
+        "page written at commit": head_commit() + (" (with uncommitted changes)" if dirty else ""),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
