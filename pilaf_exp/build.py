@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,7 @@ from pilaf_exp.infra.cache import (
 from pilaf_exp.infra.checkpoints import Checkpointer
 from pilaf_exp.infra.errors import ConfigError
 from pilaf_exp.infra.names import OPTIMUM
+from pilaf_exp.infra.ranks import planned_processes
 from pilaf_exp.infra.signals import under_slurm
 from pilaf_exp.infra.timing import Stopwatch
 from pilaf_exp.labelling.annotate import Annotator
@@ -149,8 +150,9 @@ _last_world: dict[str, World] = {}
 
 def build_world(cfg: DictConfig) -> World:
     """The task, the SFT reference and the oracle; reused from this process's previous run when the
-    config fixes the same ones (`world_spec`, the cache directory and the device)."""
-    key = json.dumps([world_spec(cfg), str(cfg.cache_dir), str(device_of(cfg))], sort_keys=True, default=str)
+    config fixes the same ones (`world_spec`, the cache directory and the accelerator)."""
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    key = json.dumps([world_spec(cfg), str(cfg.cache_dir), str(accelerator)], sort_keys=True, default=str)
     if key not in _last_world:
         _last_world.clear()
         _last_world[key] = fresh_world(cfg)
@@ -225,20 +227,18 @@ def initial_policy(cfg: DictConfig, reference: PreTrainedModel) -> PreTrainedMod
     return policy.train()
 
 
-def trainer_factory(cfg: DictConfig, loggers: list, callbacks: list[L.Callback]):
-    """Makes the configured lightning.Trainer with the run's loggers and the caller's callbacks."""
+def trainer_factory(cfg: DictConfig, loggers: list, callbacks: list[L.Callback]) -> Callable[..., L.Trainer]:
+    """Makes the configured lightning.Trainer with the run's loggers and the caller's callbacks; a fresh
+    strategy each time (one is bound to the trainer that ran it; iterative DPO makes one per round)."""
     extra: dict[str, Any] = {}
     if under_slurm():  # our checkpoints handle pre-emption, not Lightning's hpc_ckpt
         extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    # Every rank stops after the same batch on a signal (training/stop.py).
-    return partial(instantiate(cfg.trainer), logger=loggers, callbacks=[*callbacks, StopTogether()], **extra)
+    stop = StopTogether()  # every rank stops after the same batch on a signal (training/stop.py)
 
+    def make_trainer(**kwargs: Any) -> L.Trainer:
+        return instantiate(cfg.trainer)(logger=loggers, callbacks=[*callbacks, stop], **extra, **kwargs)
 
-def device_of(cfg: DictConfig) -> torch.device:
-    """Where work done outside the trainer (iterative DPO's sampling) runs."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if gpu else "cpu")
+    return make_trainer
 
 
 def run_context(cfg: DictConfig, loggers: list, stopwatch: Stopwatch, callbacks: Sequence[L.Callback]) -> RunContext:
@@ -252,7 +252,7 @@ def run_context(cfg: DictConfig, loggers: list, stopwatch: Stopwatch, callbacks:
         make_trainer=trainer_factory(cfg, loggers, list(callbacks)),
         loggers=loggers,
         stopwatch=stopwatch,
-        device=device_of(cfg),
+        processes=planned_processes(cfg.trainer.get("devices"), cfg.trainer.get("num_nodes", 1)),
         cache_dir=Path(cfg.cache_dir),
         cache_spec=world_spec(cfg),
     )

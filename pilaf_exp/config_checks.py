@@ -199,9 +199,6 @@ def _combination_problems(cfg: DictConfig) -> list[str]:
     engine = OmegaConf.select(cfg, "model.generation.engine")
     if _sharded(cfg) and engine in ("stacked", "separate"):
         found.append(f"model.generation.engine={engine!r} {SHARDED_ENGINES}")
-    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
-    if OmegaConf.select(cfg, "algo.iterations") is not None and devices != 1:
-        found.append(f"algo=iterative runs on one device: trainer.devices={devices!r} is not supported (use 1)")
     return found
 
 

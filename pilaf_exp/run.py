@@ -21,6 +21,7 @@ from pilaf_exp.build import build_parts
 from pilaf_exp.config_checks import validate
 from pilaf_exp.data.task import DemonstratingTask
 from pilaf_exp.evaluation.policy_stats import describe_policy
+from pilaf_exp.infra.ranks import gather_over_ranks
 from pilaf_exp.infra.signals import leave_for_requeue, under_slurm, usr1_as_sigterm
 from pilaf_exp.infra.threads import apply_thread_budget
 from pilaf_exp.run_output import run_files
@@ -65,7 +66,9 @@ def run(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]
     record = fitted.record
     record.run_info["threads"] = threads
     if record.world_size > 1:  # each rank's own account, to check the ranks agree
-        run_files.write_rank_report(out_dir, record, fitted.policy)
+        weights = gather_over_ranks(run_files.write_rank_report(out_dir, record, fitted.policy))
+        if len(set(weights)) > 1:  # a gradient some rank did not reduce: every number after is wrong
+            raise RuntimeError(f"the ranks ended on different policy weights (sha256 by rank: {weights})")
     if cfg.save_policy and lead:
         fitted.policy.save_pretrained(out_dir / "policy")
     if not lead:

@@ -37,7 +37,7 @@ def test_group_combinations_compose_resolve_and_validate(overrides):
 
 
 @pytest.mark.parametrize("preset", ["paper_small", "paper_8b"])
-@pytest.mark.parametrize("algo", [[], ["algo=iterative", "trainer.devices=1"]], ids=["online", "iterative"])
+@pytest.mark.parametrize("algo", [[], ["algo=iterative"]], ids=["online", "iterative"])
 def test_paper_presets_compose_resolve_and_validate(preset, algo):
     cfg = compose_config("output_dir=/tmp/x", f"+experiment={preset}", *algo)
     for group in GROUPS:

@@ -68,9 +68,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def write_rank_report(out_dir: Path, record: RunRecord, policy: torch.nn.Module) -> None:
+def write_rank_report(out_dir: Path, record: RunRecord, policy: torch.nn.Module) -> str:
     """What one rank of a distributed run did (its pairs are in preferences/rank_<r>) and a hash
-    of its final weights, which DDP keeps identical across ranks."""
+    of its final weights, which DDP and FSDP keep identical across ranks; returns the hash."""
     report = {
         "rank": record.rank,
         "world_size": record.world_size,
@@ -78,6 +78,7 @@ def write_rank_report(out_dir: Path, record: RunRecord, policy: torch.nn.Module)
         "policy_sha256": weights_fingerprint(policy),
     }
     write_json(out_dir / "ranks" / f"rank_{record.rank}.json", report)
+    return report["policy_sha256"]
 
 
 def summary(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from pilaf_exp.infra.checkpoints import Checkpointer
 from pilaf_exp.infra.timing import Stopwatch
@@ -24,6 +23,6 @@ class RunContext:
     make_trainer: Callable[..., L.Trainer]  # the configured lightning.Trainer with loggers and callbacks attached
     loggers: list[Any]  # Lightning loggers (also attached to every trainer)
     stopwatch: Stopwatch  # where the run's time goes (timing.json)
-    device: torch.device  # where work outside the trainer runs (iterative DPO's sampling)
+    processes: int  # ranks the trainers will run (trainer.devices x num_nodes); 0 when not fixed by the config
     cache_dir: Path  # stages shared between runs (iterative DPO's round 1)
     cache_spec: dict  # what fixes the reference and the oracle: part of every shared stage's key

@@ -4,13 +4,14 @@ annotator (sampling + labelling), the loss in `dpo.py` and the evaluator."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from pilaf_exp.infra.checkpoints import rng_states
 from pilaf_exp.infra.ledger import Ledger
@@ -22,7 +23,7 @@ from pilaf_exp.infra.names import (
     TRAIN_LOSS,
     TRAIN_REWARD_MARGIN,
 )
-from pilaf_exp.infra.ranks import Ranks
+from pilaf_exp.infra.ranks import RANK_SEED_STRIDE, Ranks
 from pilaf_exp.models.logprobs import sequence_logprob
 from pilaf_exp.sampling.pairs import PairBatch
 from pilaf_exp.training.dpo import dpo_loss
@@ -208,7 +209,8 @@ class OnlineDPOModule(DPOModule):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         # Sampling + labelling noise, on the models' device; each rank draws its own.
-        self.generator = torch.Generator(device=self.device).manual_seed(self.run.seed + 1_000_003 * self.global_rank)
+        seed = self.run.seed + RANK_SEED_STRIDE * self.global_rank
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.ledger = Ledger(self.run.output_dir / "ledger" / f"rank_{self.global_rank}", self.run.stopwatch)
         resumed_at = self.record.step_offset
         if resumed_at:  # continue the noise stream where the last step before the checkpoint left it
@@ -230,7 +232,23 @@ class OnlineDPOModule(DPOModule):
 
 
 class DatasetDPOModule(DPOModule):
-    """DPO on a fixed, already labelled (preferred-first) dataset: one round of iterative DPO."""
+    """DPO on a labelled (preferred-first) dataset: one round of iterative DPO. The dataset is made
+    by `make_loader(module)` once the trainer has set the models up on every rank (under FSDP they
+    are sharded then, and sampling must go through the module's models, which gather their weights
+    in their own forward); every rank makes its own share."""
+
+    def __init__(
+        self,
+        training: Training,
+        make_loader: Callable[[DPOModule], DataLoader],
+        resume: dict[str, Any] | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(training, resume, extra_state)
+        self.make_loader = make_loader
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader(self)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         return self.loss(PairBatch.from_tensors(*batch))

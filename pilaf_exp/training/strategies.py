@@ -16,6 +16,7 @@ from torch.distributed.fsdp import (
     OptimStateKeyType,
     StateDictType,
 )
+from torch.distributed.fsdp._common_utils import FSDP_FLATTENED
 from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
 from transformers import PreTrainedModel
 
@@ -149,3 +150,8 @@ def unwrap(root: FullyShardedDataParallel) -> None:
                 setattr(parent, name, child.module)
     for key, param in params.items():
         param.data = full[key]
+        # FSDP marks the parameters it flattened and skips marked ones when it wraps again: the next
+        # trainer's FSDP (iterative DPO's next round) would then leave them unsharded and their
+        # gradients unreduced, and the ranks' weights would drift apart.
+        if hasattr(param, FSDP_FLATTENED):
+            delattr(param, FSDP_FLATTENED)

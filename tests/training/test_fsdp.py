@@ -1,5 +1,5 @@
 """trainer=fsdp_cpu: the sharded path (trainer=fsdp's strategy) on two CPU processes (gloo), from the
-command line: online DPO with every sampler on the embedded task, and the text path with a
+command line: online DPO with every sampler on the embedded task, iterative DPO, and the text path with a
 tokenizer that has EOS and evaluation shards of unequal size. Rows stopping at different steps on
 the two ranks are checked bit for bit in tests/sampling/test_sharded_decoding.py. A hang fails the
 test through the subprocess timeout."""
@@ -86,6 +86,46 @@ def test_fsdp_cpu_pilaf_gives_ddp_s_pairs_and_losses(tmp_path, subprocess_env):
     assert moved(runs["fsdp_cpu"]) and summaries["fsdp_cpu"]["world_size"] == 2
     for key in ("exact/J", "exact/kl", "exact/reward"):  # the final policies agree as the losses do
         assert summaries["fsdp_cpu"][key] == pytest.approx(summaries["ddp_cpu"][key], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp_cpu_iterative_dpo_collects_and_trains_as_ddp(tmp_path, subprocess_env):
+    """Iterative DPO under FSDP: each round's dataset is sampled on every rank through the sharded
+    models, inside the round's trainer, and the next round's trainer shards the policy again.
+    Against DDP on the same seeds: every round's pairs on every rank are the same, and so are the
+    losses and the final weights, which are also the same on both ranks (before the fix, FSDP's
+    second round left the parameters it had flattened once unsharded and unreduced, and rank 0
+    and rank 1 ended on different weights)."""
+    iterative = [
+        "algo=iterative",
+        "algo.iterations=2",
+        "algo.prompts_per_iteration=32",
+        "algo.batch_size=16",
+        "algo.sample_batch_size=16",
+        "algo.eval_every=2",
+        "sampler=pilaf",
+        "model.generation.engine=transformers",
+        "eval.exact_prompts=0",
+        "logger=csv",
+        "task.num_test_prompts=32",
+        "oracle.calibration_prompts=256",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+    ]
+    runs = {name: tmp_path / name for name in ("fsdp_cpu", "ddp_cpu")}
+    summaries = {name: launch(d, subprocess_env, f"trainer={name}", *iterative) for name, d in runs.items()}
+    for round_ in (1, 2):
+        for rank in (0, 1):
+            pairs = [
+                datasets.load_from_disk(str(d / "preferences" / f"iteration_{round_}" / f"rank_{rank}"))[:]
+                for d in runs.values()
+            ]
+            assert pairs[0] == pairs[1] and len(pairs[0]["response_a"]) == 32
+    assert losses(runs["fsdp_cpu"]) == pytest.approx(losses(runs["ddp_cpu"]), abs=1e-6)
+    assert len(losses(runs["fsdp_cpu"])) == 4 and summaries["fsdp_cpu"]["steps"] == 4
+    shas = {name: {r["policy_sha256"] for r in rank_reports(d)} for name, d in runs.items()}
+    assert len(shas["fsdp_cpu"]) == 1 and shas["fsdp_cpu"] == shas["ddp_cpu"]
+    assert summaries["fsdp_cpu"]["annotations/total"] == 2 * 2 * 32 * 2  # ranks x rounds x pairs x responses
 
 
 @pytest.mark.slow
