@@ -40,7 +40,7 @@ BAD_INPUTS = [
     (["task=hh_rlhf"], ["text", "tokenizer", "model=small"]),
     (["model=small"], ["task=embedded", "model=tiny"]),
     (["algo.micro_batch_size=5"], ["algo.micro_batch_size=5", "divide", "algo.batch_size=64"]),
-    (["trainer=fsdp_cpu", "model.generation.engine=stacked"], ["model.generation.engine='stacked'", "auto", "transformers"]),
+    (["trainer=fsdp_cpu", "model.generation.engine=stacked"], ["engine='stacked'", "auto", "transformers"]),
     (["model.generation.batch_size=0"], ["model.generation.batch_size=0", "> 0"]),
     (["resume=maybe"], ["resume='maybe'", "auto or never"]),
     (["checkpoint.every_n_steps=0"], ["checkpoint.every_n_steps=0", "> 0"]),
