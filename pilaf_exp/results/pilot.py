@@ -3,6 +3,7 @@ on the pilot seeds, and the rule written there applied to them.
 
     python -m pilaf_exp.results.pilot run --runs results/runs/pilot [--jobs 2]
     python -m pilaf_exp.results.pilot choose --runs results/runs/pilot   # prints the rule's tables, writes `chosen:`
+    ... --protocol docs/results/protocol_fig4_overfitted.yaml            # another claim's own protocol
 
 `choose` rewrites only the `chosen:` block at the end of the protocol file (everything above it is
 the rule, committed before the pilot ran).
@@ -225,11 +226,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["run", "choose", "check"], help="check: apply the rule, write nothing")
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs" / "pilot")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--protocol", type=Path, default=PROTOCOL, help="the protocol file (default: Table 3's)")
     args = parser.parse_args(argv)
+    if not args.protocol.is_file():
+        print(f"error: --protocol {args.protocol} is not a file (e.g. {PROTOCOL.relative_to(ROOT)})", file=sys.stderr)
+        sys.exit(2)
     if args.command == "run":
-        run_pilot(load_protocol(), args.runs, args.jobs)
+        run_pilot(load_protocol(args.protocol), args.runs, args.jobs)
     else:
-        choose(args.runs, write=args.command == "choose")
+        choose(args.runs, args.protocol, write=args.command == "choose")
 
 
 if __name__ == "__main__":
