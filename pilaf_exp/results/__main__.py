@@ -2,16 +2,17 @@
 
     python -m pilaf_exp.results [--runs DIR] [--only-write] [--jobs 2]
 
-1. the protocol's pilot (`docs/results/protocol.yaml`, `results.pilot`): vanilla-only runs of every
+1. each claim's pilot (its protocol file, `results.pilot.PROTOCOLS`: docs/results/protocol.yaml for
+   Table 3, docs/results/protocol_fig4_overfitted.yaml for Fig. 4): vanilla-only runs of every
    stabiliser candidate on seeds no table uses; the rule is applied again and checked against the
    values committed in the protocol file before any claim run (a mismatch is printed, not adopted);
-2. the claims, each sweep carrying the protocol's values itself (`sweeps/<claim>.yaml`; by default
-   Table 3 online, the one claim the pilot covers);
+2. the claims, each sweep carrying its protocol's values itself (`sweeps/<claim>.yaml`: the chosen
+   overrides, seeds and exact prompts; checked before any claim run);
 3. `python -m pilaf_exp.report` on each, copied to docs/results/<sweep>/, and RESULTS.md written
    from them, with each claim's primary endpoint and verdict (`results.primary`) and the verdict of
    the gradient analysis (docs/results/gradients.md, `make gradients`): no number in it is typed.
-   Every run is kept under --runs (default results/runs/<date>, not in git) and each finished claim's raw
-   files are packed into results/kept/<claim>.tar.xz (`results.keep`), which is in git.
+   Every run is kept under --runs (default results/runs/<date>, not in git) and each finished sweep's raw
+   files are packed into results/kept/<sweep>.tar.xz (`results.keep`), which is in git.
 
 With --only-write, nothing runs: RESULTS.md is rebuilt from the runs already under --runs, or, when
 none is there, from the raw runs kept in the repository (results/kept/, `results.keep`) unpacked there.
@@ -34,12 +35,12 @@ from omegaconf import OmegaConf
 from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.results.keep import KEPT, pack, unpack
 from pilaf_exp.results.launch import head_commit, multirun
-from pilaf_exp.results.pilot import choose, load_protocol, run_pilot
+from pilaf_exp.results.pilot import PROTOCOLS, choose, load_protocol, run_pilot
 from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
-DEFAULT_CLAIMS = ("table3_online",)  # the claims the protocol's pilot covers (docs/results/protocol.yaml)
+DEFAULT_CLAIMS = tuple(PROTOCOLS)  # the claims with a protocol of their own (and its pilot)
 CLAIMS = {  # sweep -> the paper's claim it tests
     "table3_online": "Table 3 (online DPO): PILAF reaches a higher J than vanilla sampling",
     "table2_iterative": "Table 2 (iterative DPO): PILAF reaches a higher J than vanilla sampling",
@@ -66,39 +67,58 @@ def report(sweep_dir: Path) -> Path:
     return target
 
 
-def pilot(runs: Path, jobs: int, only_write: bool) -> dict:
-    """The pilot runs (unless only writing) and the rule applied again: the committed `chosen:` block is
-    what the claims use; a different outcome on this machine is printed, not adopted."""
-    protocol = load_protocol()
+def pilot(claim: str, runs: Path, jobs: int, only_write: bool) -> dict | None:
+    """The claim's pilot runs (unless only writing) and the rule applied again: the committed `chosen:`
+    block is what the claim uses; a different outcome on this machine is printed, not adopted. None for
+    a claim without a protocol."""
+    if claim not in PROTOCOLS:
+        return None
+    path, name = PROTOCOLS[claim]
+    protocol = load_protocol(path)
     if not only_write:
-        run_pilot(protocol, runs / "pilot", jobs)
-    if (runs / "pilot").exists():
-        block = choose(runs / "pilot", write=False)
+        run_pilot(protocol, runs / name, jobs)
+        pack(runs / name)  # the pilot's raw runs into the repository (results/kept/<pilot>.tar.xz)
+    if (runs / name).exists():
+        block = choose(runs / name, path, write=False)
         committed = protocol.get("chosen", {})
         for key in ("candidate", "endpoint", "seeds_per_sampler"):
             if committed.get(key) != block.get(key):
-                print(f"note: the pilot here gives {key}={block.get(key)}; the protocol says {committed.get(key)}")
-        shutil.rmtree(DOCS / "pilot", ignore_errors=True)
-        shutil.copytree(runs / "pilot" / "report", DOCS / "pilot")
+                print(f"note: the pilot here gives {key}={block.get(key)}; {path.name} says {committed.get(key)}")
+        shutil.rmtree(DOCS / name, ignore_errors=True)
+        shutil.copytree(runs / name / "report", DOCS / name)
     return protocol
 
 
-def check_sweeps(protocol: dict, names: list[str]) -> None:
-    """Before any claim run: the protocol has chosen its values and every claim's sweep file carries them."""
+def sweep_values(chosen: dict) -> dict[str, object]:
+    """What the claim's sweep file must carry: the chosen overrides, and the exact prompts rule 7 chose."""
+    exact = chosen.get("evaluation_error", {}).get("exact_prompts")
+    return chosen["overrides"] | ({"eval.exact_prompts": exact} if exact else {})
+
+
+def check_sweep(claim: str, protocol: dict | None) -> None:
+    """Before any claim run: its protocol has chosen its values and the sweep file carries them (seeds too)."""
+    if protocol is None:
+        return
+    path = PROTOCOLS[claim][0].relative_to(ROOT)
     chosen = protocol.get("chosen")
     if not chosen:
         print(
-            "error: docs/results/protocol.yaml has no chosen block yet: run `python -m pilaf_exp.results.pilot "
-            "choose` and commit it before any claim run",
+            f"error: {path} has no chosen block yet: run `python -m pilaf_exp.results.pilot choose --protocol "
+            f"{path}` and commit it before any claim run",
             file=sys.stderr,
         )
         sys.exit(2)
-    for name in names:
-        cfg = compose_config(f"+sweep={name}")
-        wrong = {k: OmegaConf.select(cfg, k) for k, v in chosen["overrides"].items() if OmegaConf.select(cfg, k) != v}
-        if wrong:
-            print(f"error: sweeps/{name}.yaml has {wrong}; the protocol chose {chosen['overrides']}", file=sys.stderr)
-            sys.exit(2)
+    cfg, expected = compose_config(f"+sweep={claim}"), sweep_values(chosen)
+    wrong = {k: OmegaConf.select(cfg, k) for k, v in expected.items() if OmegaConf.select(cfg, k) != v}
+    seeds = OmegaConf.load(ROOT / "sweeps" / f"{claim}.yaml").hydra.sweeper.params.seed
+    if seeds != f"range(0,{chosen['seeds_per_sampler']})":
+        wrong["hydra.sweeper.params.seed"] = seeds
+    if wrong:
+        print(
+            f"error: sweeps/{claim}.yaml has {wrong}; {path} chose {expected} on {chosen['seeds_per_sampler']} seeds",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 def provenance() -> dict[str, str]:
@@ -119,13 +139,19 @@ def provenance() -> dict[str, str]:
     }
 
 
-def exact_prompts(runs: Path, sweeps: list[str]) -> int:
-    """How many prompts the claim runs enumerate exactly: read from their resolved configs (one value)."""
-    configs = [path for name in sweeps for path in (runs / name).glob("*/config_resolved.yaml")]
-    counts = {OmegaConf.load(path).eval.exact_prompts for path in configs}
-    if len(counts) > 1:
-        raise SystemExit(f"error: the claim runs disagree on eval.exact_prompts ({sorted(counts)}): one scale a table")
-    return counts.pop() if counts else compose_config().eval.exact_prompts
+def exact_prompts(runs: Path, sweeps: list[str]) -> dict[str, int]:
+    """Per claim, how many prompts its runs enumerate exactly: read from their resolved configs (one
+    value a claim: one scale a table)."""
+    counts = {}
+    for name in sweeps:
+        found = {OmegaConf.load(path).eval.exact_prompts for path in (runs / name).glob("*/config_resolved.yaml")}
+        if len(found) > 1:
+            raise SystemExit(
+                f"error: the {name} runs disagree on eval.exact_prompts ({sorted(found)}): one scale a claim"
+            )
+        if found:
+            counts[name] = found.pop()
+    return counts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,18 +172,22 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    protocol = pilot(args.runs, args.jobs, args.only_write)
+    protocols = {name: pilot(name, args.runs, args.jobs, args.only_write) for name in args.sweeps}
     if not args.only_write:
-        check_sweeps(protocol, args.sweeps)
-    sections = [protocol_section(protocol, DOCS / "pilot")]
-    for name in args.sweeps:
+        for name, protocol in protocols.items():
+            check_sweep(name, protocol)
+    sections = []
+    for name, protocol in protocols.items():
         sweep_dir = args.runs / name
+        if protocol is not None:
+            path, pilot_name = PROTOCOLS[name]
+            sections.append(protocol_section(protocol, path.relative_to(ROOT), DOCS / pilot_name))
         if not args.only_write:
-            sweep(name, args.runs, args.jobs, protocol)  # the sweep file carries the protocol's values
+            sweep(name, args.runs, args.jobs, protocol or {})  # the sweep file carries the protocol's values
         if (sweep_dir / "done").exists():
             if not args.only_write:
                 pack(sweep_dir)  # the raw runs into the repository (results/kept/<claim>.tar.xz)
-            chosen, rule = protocol.get("chosen"), protocol["rule"]
+            chosen, rule = (protocol or {}).get("chosen"), (protocol or {}).get("rule")
             sections.append(claim_section(name, CLAIMS[name], report(sweep_dir), sweep_dir, chosen, rule))
         else:
             finished = len(list(sweep_dir.rglob("summary.json"))) if sweep_dir.exists() else 0

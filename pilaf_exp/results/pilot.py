@@ -30,6 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "results" / "protocol.yaml"
 CHOSEN = "chosen:"  # the block `choose` writes, always last in the file
 LATE_SHARES = (0.7, 0.8, 0.9, 1.0)
+EXACT_PROMPT_STEP = 16  # exact prompts come in multiples of the pilot's 16 (rule 7)
+
+
+# claim -> (its protocol file, its pilot's directory under the runs and under docs/results/); a claim
+# not named here has no protocol yet and gets no primary endpoint or verdict.
+PROTOCOLS = {
+    "table3_online": (PROTOCOL, "pilot"),
+    "fig4_overfitted": (PROTOCOL.with_name("protocol_fig4_overfitted.yaml"), "pilot_fig4_overfitted"),
+}
 
 
 def load_protocol(path: Path = PROTOCOL) -> dict:
@@ -145,6 +154,11 @@ def chosen_block(runs: pd.DataFrame, table: pd.DataFrame, rule: dict, protocol: 
     margin = rule["margin_share"] * achievable
     paired_sd = math.sqrt(2.0) * float(best["sd"])
     seeds = seeds_needed(margin, paired_sd, power=rule["power"], alpha=rule["alpha"])
+    capped = {}
+    if "max_seeds" in rule:  # rule 6: what the round affords; fewer seeds read "underpowered", never "equal"
+        capped = {"seeds_needed": int(seeds)}
+        seeds = min(seeds, rule["max_seeds"])
+        capped["mde_at_chosen_seeds"] = round(minimum_detectable(paired_sd, seeds, rule["power"], rule["alpha"]), 4)
     return {
         "candidate": str(best["candidate"]),
         "overrides": protocol["candidates"][best["candidate"]],
@@ -156,6 +170,7 @@ def chosen_block(runs: pd.DataFrame, table: pd.DataFrame, rule: dict, protocol: 
         "paired_sd": round(paired_sd, 4),
         "seeds_per_sampler": int(seeds),
         "mde_at_10_seeds": round(minimum_detectable(paired_sd, 10, rule["power"], rule["alpha"]), 4),
+        **capped,
     }
 
 
@@ -178,13 +193,19 @@ def evaluation_error(runs_dir: Path, block: dict, rule: dict) -> dict:
     measured = json.loads(path.read_text())
     error, prompts = measured["median standard error"], measured["runs"][0]["prompts"]
     bound = rule["max_error_share"] * block["between_seed_sd"]
-    return {
+    needed = int(math.ceil(prompts * (error / bound) ** 2))
+    measured = {
         "median_standard_error": round(error, 4),
         "prompts": prompts,
         "bound": round(bound, 4),
         "within_bound": bool(error <= bound),
-        "prompts_for_bound": int(math.ceil(prompts * (error / bound) ** 2)),
+        "prompts_for_bound": needed,
     }
+    if "max_exact_prompts" in rule:  # rule 7: the smallest multiple of 16 meeting the bound, capped
+        enough = EXACT_PROMPT_STEP * math.ceil(needed / EXACT_PROMPT_STEP)
+        measured["exact_prompts"] = max(EXACT_PROMPT_STEP, min(enough, rule["max_exact_prompts"]))
+        measured["exact_prompts_meet_bound"] = bool(enough <= rule["max_exact_prompts"])
+    return measured
 
 
 def evaluate(runs_dir: Path, protocol: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

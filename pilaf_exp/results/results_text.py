@@ -20,8 +20,10 @@ SECTIONS = (
 )
 
 
-def header(versions: dict[str, str], sweep_seconds: float, wall: float, exact_prompts: int) -> str:
-    """`exact_prompts`: how many test prompts the claim runs enumerate exactly (their resolved config)."""
+def header(versions: dict[str, str], sweep_seconds: float, wall: float, exact_prompts: dict[str, int]) -> str:
+    """`exact_prompts`: per claim, how many test prompts its runs enumerate exactly (their resolved config)."""
+    counts = sorted(set(exact_prompts.values()))
+    prompts = f"{counts[0]}" if len(counts) == 1 else ", ".join(f"{n} ({claim})" for claim, n in exact_prompts.items())
     produced = ", ".join(f"{name} {version}" for name, version in versions.items())  # e.g. "torch 2.13.0"
     return f"""# Results
 
@@ -34,7 +36,7 @@ repository, one archive per sweep in `results/kept/`, from which `python -m pila
 --only-write` rebuilds this page; the report files are in `docs/results/<sweep>/`.
 
 How to read the tables: J = reward - beta KL (beta 0.1). "exact" values are computed by enumerating
-every response of the first {exact_prompts} test prompts (no sampling noise); "sampled" ones come from 256 test
+every response of the first {prompts} test prompts (no sampling noise); "sampled" ones come from 256 test
 prompts; no metric mixes the two, and every caption names its scale. Intervals are 95% Student-t
 intervals over seeds; comparisons with {BASELINE_SAMPLER} are paired by seed (same prompts, same start).
 Each comparison ends in one word: better / worse when the paired interval excludes zero; equivalent
@@ -45,9 +47,10 @@ Secondary tables are exploratory and Holm-corrected within each claim.
 """
 
 
-def protocol_section(protocol: dict, pilot_report: Path) -> str:
-    """The protocol file's rule and the values its pilot chose (docs/results/protocol.yaml)."""
-    chosen, rule = protocol.get("chosen"), protocol["rule"]
+def protocol_section(protocol: dict, path: Path, pilot_report: Path) -> str:
+    """The protocol file's rule and the values its pilot chose (`path`, relative to the repository)."""
+    chosen, rule, pilot = protocol.get("chosen"), protocol["rule"], protocol["pilot"]
+    start = [o for o in pilot.get("overrides", []) if not o.startswith("save_policy")]
     candidates = "; ".join(
         f"{name}: "
         + ", ".join(
@@ -55,10 +58,11 @@ def protocol_section(protocol: dict, pilot_report: Path) -> str:
         )
         for name, overrides in protocol["candidates"].items()
     )
-    text = f"""## Protocol (committed before the claim runs: docs/results/protocol.yaml)
+    text = f"""## Protocol (committed before the claim runs: {path})
 
-Stabiliser candidates, all at 38,400 annotations of online DPO: {candidates}. The rule, written before
-the pilot ran: from vanilla-only runs on seeds {protocol["pilot"]["seeds"]} (no table uses them), keep
+Stabiliser candidates, all at 38,400 annotations of online DPO{f" ({', '.join(start)})" if start else ""}:
+{candidates}. The rule, written before the pilot ran: from vanilla-only runs on seeds {pilot["seeds"]}
+(no table uses them), keep
 the candidates whose every seed loses no more than {rule["max_exact_drop"]} exact J between consecutive
 exact evaluations and jumps no more than {rule["max_kl_jump"]} nats of sampled KL between consecutive
 sampled ones; among them take the (candidate, primary endpoint) with the smallest between-seed sd over
@@ -70,11 +74,31 @@ test (paired sd = sqrt(2) x the pilot sd) detects m with {rule["power"]:.0%} pow
     for name in ("pilot_stability.md", "pilot_spread.md"):
         if (pilot_report / name).exists():
             text += "\n" + (pilot_report / name).read_text()
-    return text + (
+    text += (
         f"\nChosen: **{chosen['candidate']}**, primary endpoint **{chosen['endpoint']}** (between-seed sd "
-        f"{chosen['between_seed_sd']}), margin m = {chosen['margin']}, **{chosen['seeds_per_sampler']} seeds** per "
-        f"sampler for an MDE of m at 80% power (at 10 seeds the MDE is {chosen['mde_at_10_seeds']}).\n"
+        f"{chosen['between_seed_sd']}), margin m = {chosen['margin']}, "
     )
+    if "seeds_needed" in chosen and chosen["seeds_needed"] > chosen["seeds_per_sampler"]:
+        text += (
+            f"**{chosen['seeds_per_sampler']} seeds** per sampler: power asks for {chosen['seeds_needed']}, the "
+            f"protocol caps the seeds at {rule['max_seeds']} (rule 6), so the MDE at these seeds is "
+            f"{chosen['mde_at_chosen_seeds']} and an interval holding zero reads underpowered.\n"
+        )
+    else:
+        text += (
+            f"**{chosen['seeds_per_sampler']} seeds** per sampler for an MDE of m at 80% power (at 10 seeds the "
+            f"MDE is {chosen['mde_at_10_seeds']}).\n"
+        )
+    error = chosen.get("evaluation_error", {})
+    if "exact_prompts" in error:
+        text += (
+            "Evaluation error (rule 5) on the pilot's final policies: median standard error "
+            f"{error['median_standard_error']} over {error['prompts']} prompts against a bound of {error['bound']}; "
+            f"{error['prompts_for_bound']} prompts "
+            f"meet it, and the claim runs enumerate **{error['exact_prompts']} prompts** exactly (rule 7"
+            f"{'' if error['exact_prompts_meet_bound'] else ': capped, so the bound is not met'}).\n"
+        )
+    return text
 
 
 def verdict(table: Path) -> str:

@@ -12,6 +12,7 @@ import yaml
 from pilaf_exp.report.__main__ import main as report
 from pilaf_exp.results.__main__ import CLAIMS
 from pilaf_exp.results.keep import KEPT, unpack
+from pilaf_exp.results.pilot import PROTOCOLS
 from pilaf_exp.results.primary import primary_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def test_results_md_states_a_verdict_only_for_kept_claims():
 @pytest.mark.parametrize("claim", KEPT_CLAIMS)
 def test_the_tables_in_results_md_are_rebuilt_from_the_kept_runs(claim, tmp_path):
     (sweep,) = [path for path in unpack(KEPT, tmp_path) if path.name == claim]
-    chosen = yaml.safe_load((ROOT / "docs" / "results" / "protocol.yaml").read_text())["chosen"]
+    chosen = yaml.safe_load(PROTOCOLS[claim][0].read_text())["chosen"]  # the claim's own protocol
     text = (ROOT / "RESULTS.md").read_text()
     assert primary_table(sweep, chosen["endpoint"], chosen["margin"]) in text
     report([str(sweep), "--out", str(tmp_path / "report")])
