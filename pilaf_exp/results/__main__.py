@@ -159,12 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "results" / "runs" / time.strftime("%Y-%m-%d"))
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (joblib; each gets its share of cores)")
     parser.add_argument("--only-write", action="store_true", help="rebuild RESULTS.md from the runs already there")
+    parser.add_argument("--kept", type=Path, default=KEPT, help="the kept raw runs --only-write falls back on")
     parser.add_argument("--sweeps", nargs="+", default=list(DEFAULT_CLAIMS), choices=list(CLAIMS), help="claims to run")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     finished = lambda: any((args.runs / name / "done").exists() for name in args.sweeps)  # noqa: E731
-    if args.only_write and not finished() and any(KEPT.glob("*.tar.xz")):
-        unpack(KEPT, args.runs)  # the raw runs kept in the repository (results/kept/)
+    if args.only_write and not finished() and any(args.kept.glob("*.tar.xz")):
+        unpack(args.kept, args.runs)  # the raw runs kept in the repository (results/kept/)
     if args.only_write and not finished():
         print(
             f"error: --only-write found no finished claim sweep ({', '.join(args.sweeps)}) under {args.runs}; "

@@ -38,6 +38,7 @@ EXACT_PROMPT_STEP = 16  # exact prompts come in multiples of the pilot's 16 (rul
 PROTOCOLS = {
     "table3_online": (PROTOCOL, "pilot"),
     "fig4_overfitted": (PROTOCOL.with_name("protocol_fig4_overfitted.yaml"), "pilot_fig4_overfitted"),
+    "table2_iterative": (PROTOCOL.with_name("protocol_table2_iterative.yaml"), "pilot_table2_iterative"),
 }
 
 
@@ -52,7 +53,7 @@ def run_pilot(protocol: dict, runs: Path, jobs: int) -> None:
     for name, overrides in protocol["candidates"].items():
         target = runs / name
         pilot_overrides = [
-            "algo=online",
+            f"algo={pilot.get('algo', 'online')}",
             f"sampler={pilot['sampler']}",
             f"seed={seeds}",
             f"experiment_name=pilot_{name}",
@@ -122,13 +123,13 @@ def protocol_order(runs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(runs["candidate"]))
 
 
-def spread(runs: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
-    """Per (candidate, endpoint): mean, between-seed sd, mean gain over J(pi_ref) and sd / gain."""
+def spread(runs: pd.DataFrame, kept: list[str], names: list[str]) -> pd.DataFrame:
+    """Per (candidate, endpoint in `names`): mean, between-seed sd, mean gain over J(pi_ref) and sd / gain."""
     rows = []
     for candidate in [c for c in protocol_order(runs) if c in kept]:
         group = runs[runs["candidate"] == candidate]
         j_ref = float(group["J_ref"].mean())
-        for endpoint in ("final", "late_mean", "area"):
+        for endpoint in names:
             values = group[endpoint]
             gain = float(values.mean()) - j_ref
             sd = float(values.std(ddof=1))
@@ -218,7 +219,7 @@ def evaluate(runs_dir: Path, protocol: dict) -> tuple[pd.DataFrame, pd.DataFrame
     order = {name: i for i, name in enumerate(protocol["candidates"])}  # ties go to the first
     runs = runs.sort_values("candidate", key=lambda c: c.map(order), kind="stable")
     stable = stability(runs, rule)
-    table = spread(runs, list(stable.index[stable["stays in"]]))
+    table = spread(runs, list(stable.index[stable["stays in"]]), list(protocol["endpoints"]))  # the file's candidates
     block = chosen_block(runs, table, rule, protocol)
     block["evaluation_error"] = evaluation_error(runs_dir, block, rule)
     report = runs_dir / "report"

@@ -21,6 +21,7 @@ candidates:
   steady: {algo.lr: 1.0e-4}
   noisy: {algo.lr: 2.0e-4}
   bursty: {algo.lr: 3.0e-4}
+endpoints: {final: last, late_mean: late, area: area}
 rule: {max_exact_drop: 0.1, max_kl_jump: 2.0, margin_share: 0.05, power: 0.8, alpha: 0.05, max_error_share: 0.2}
 """
 STEPS = np.arange(0, 301, 30)
@@ -69,3 +70,17 @@ def test_the_rule_picks_the_stable_candidate_with_the_smallest_relative_spread(t
     assert yaml.safe_load(text)["chosen"]["candidate"] == "steady"
     choose(tmp_path / "runs", protocol)  # again: the block is replaced, not appended
     assert protocol.read_text().splitlines().count(CHOSEN) == 1 and protocol.read_text().startswith(RULE)
+
+
+def test_only_the_protocols_endpoints_compete_and_a_seed_cap_keeps_the_power_it_gives_up(tmp_path):
+    """A protocol that lists fewer endpoints (Table 2's) chooses among those; rule 6's cap on seeds records
+    the seeds power asked for and the MDE the capped design has."""
+    protocol = tmp_path / "protocol.yaml"
+    rule = RULE.replace("endpoints: {final: last, late_mean: late, area: area}", "endpoints: {late_mean: late}")
+    protocol.write_text(rule.replace("max_error_share: 0.2}", "max_error_share: 0.2, max_seeds: 2}"))
+    for seed, final in zip((200, 201, 202), [0.60, 0.62, 0.58]):
+        write_run(tmp_path / "runs" / "steady" / str(seed), seed, final)
+    block = choose(tmp_path / "runs", protocol)
+    assert block["endpoint"] == "late_mean"
+    assert block["seeds_per_sampler"] == 2 < block["seeds_needed"]
+    assert block["mde_at_chosen_seeds"] > block["margin"]

@@ -59,15 +59,13 @@ def test_a_seed_cap_and_the_exact_prompts_rule_are_stated_with_what_they_cost(tm
 
 
 def test_only_write_without_runs_is_an_error_and_leaves_results_md(tmp_path):
-    """A claim with neither runs under --runs nor kept raw runs (results/kept/) cannot be written."""
+    """A claim with neither runs under --runs nor kept raw runs (--kept) cannot be written."""
     before = (ROOT / "RESULTS.md").read_text()
-    claim = "table2_iterative"  # no kept archive: it has no protocol and was not run
-    assert not (ROOT / "results" / "kept" / f"{claim}.tar.xz").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    command = [sys.executable, "-m", "pilaf_exp.results", "--only-write", "--runs", str(tmp_path / "runs")]
     done = subprocess.run(
-        [sys.executable, "-m", "pilaf_exp.results", "--only-write", "--runs", str(tmp_path), "--sweeps", claim],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+        [*command, "--kept", str(kept), "--sweeps", "table2_iterative"], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 2 and "no finished claim sweep" in done.stderr
     assert (ROOT / "RESULTS.md").read_text() == before
