@@ -58,17 +58,17 @@ def protocol_section(protocol: dict, path: Path, pilot_report: Path) -> str:
         )
         for name, overrides in protocol["candidates"].items()
     )
-    text = f"""## Protocol (committed before the claim runs: {path})
-
-Stabiliser candidates, all at 38,400 annotations of online DPO{f" ({', '.join(start)})" if start else ""}:
-{candidates}. The rule, written before the pilot ran: from vanilla-only runs on seeds {pilot["seeds"]}
-(no table uses them), keep
-the candidates whose every seed loses no more than {rule["max_exact_drop"]} exact J between consecutive
-exact evaluations and jumps no more than {rule["max_kl_jump"]} nats of sampled KL between consecutive
-sampled ones; among them take the (candidate, primary endpoint) with the smallest between-seed sd over
-its gain. Margin m = {rule["margin_share"]:.0%} of J* - J(pi_ref); seeds: the fewest at which a paired t
-test (paired sd = sqrt(2) x the pilot sd) detects m with {rule["power"]:.0%} power.
-"""
+    algo = f"{pilot.get('algo', 'online')} DPO" + (f" ({', '.join(start)})" if start else "")
+    text = (
+        f"## Protocol (committed before the claim runs: {path})\n\n"
+        f"Stabiliser candidates, all at 38,400 annotations of {algo}: {candidates}.\n"
+        f"The rule, written before the pilot ran: from vanilla-only runs on seeds {pilot['seeds']} (no table uses\n"
+        f"them), keep the candidates whose every seed loses no more than {rule['max_exact_drop']} exact J between\n"
+        f"consecutive exact evaluations and jumps no more than {rule['max_kl_jump']} nats of sampled KL between\n"
+        "consecutive sampled ones; among them take the (candidate, primary endpoint) with the smallest\n"
+        f"between-seed sd over its gain. Margin m = {rule['margin_share']:.0%} of J* - J(pi_ref); seeds: the fewest\n"
+        f"at which a paired t test (paired sd = sqrt(2) x the pilot sd) detects m with {rule['power']:.0%} power.\n"
+    )
     if not chosen:
         return text + "\nThe pilot has not been run to the end yet: no value is chosen and no claim was run.\n"
     for name in ("pilot_stability.md", "pilot_spread.md"):
