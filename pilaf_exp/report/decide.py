@@ -136,11 +136,14 @@ class Decision:
     tost_p: float
     margin: float
     mde: float  # minimum detectable difference at 80% power with these n and this sd
+    tost_low: float = math.nan  # the 90% interval TOST reads: inside (-margin, +margin) when equivalent
+    tost_high: float = math.nan
 
     def text(self, spec: str = ".3f") -> str:
         interval = f"{self.mean:+{spec}} [{self.low:+{spec}}, {self.high:+{spec}}]"
-        if self.word == "equivalent":
-            return f"equivalent within ±{self.margin:{spec}}: {interval}"
+        if self.word == "equivalent":  # the 95% interval may reach past the margin; TOST's 90% one does not
+            tost = f"[{self.tost_low:+{spec}}, {self.tost_high:+{spec}}]"
+            return f"equivalent within ±{self.margin:{spec}} (TOST 90% interval {tost}): {interval}"
         if self.word == "underpowered":
             return f"underpowered (MDE {self.mde:{spec}}): {interval}"
         return f"{self.word}: {interval}" if self.word != "n/a" else "n/a"
@@ -173,7 +176,19 @@ def decide(differences: Sequence[float] | np.ndarray, margin: float, higher_is_b
     else:
         word = "underpowered"
     mde = minimum_detectable(sd, interval.n)
-    return Decision(word, interval.mean, interval.low, interval.high, interval.n, p, equivalence.p, margin, mde)
+    return Decision(
+        word,
+        interval.mean,
+        interval.low,
+        interval.high,
+        interval.n,
+        p,
+        equivalence.p,
+        margin,
+        mde,
+        equivalence.low,
+        equivalence.high,
+    )
 
 
 def holm_words(decisions: Sequence[Decision], higher_is_better: Sequence[bool]) -> tuple[list[str], list[float]]:

@@ -88,3 +88,16 @@ def test_decide_gives_each_of_the_four_words():
     assert verdict.mde == pytest.approx(minimum_detectable(float(wide.std(ddof=1)), 5))
     assert verdict.p == pytest.approx(stats.ttest_1samp(wide, 0.0).pvalue, abs=1e-9)
     assert "MDE" in verdict.text()
+
+
+def test_an_equivalence_states_the_tost_interval_it_rests_on():
+    """Few seeds: the 95% interval reaches past the margin while TOST's 90% interval lies inside it; the
+    verdict's text shows both, so a reader sees why it says equivalent."""
+    differences = np.array([-0.05, 0.15, 0.12, 0.04])
+    verdict = decide(differences, margin=0.18)
+    assert verdict.word == "equivalent" and verdict.low < 0 and verdict.high > 0.18
+    assert -0.18 < verdict.tost_low < verdict.tost_high < 0.18
+    assert (verdict.tost_low, verdict.tost_high) == pytest.approx(
+        (tost(differences, 0.18).low, tost(differences, 0.18).high)
+    )
+    assert f"(TOST 90% interval [{verdict.tost_low:+.3f}, {verdict.tost_high:+.3f}])" in verdict.text()
