@@ -3,7 +3,8 @@
 #   1. five vanilla online-DPO runs (the default config, seeds 0-4, 300 steps, a checkpoint every 100);
 #   2. python -m pilaf_exp.analysis.gradients on the SFT policy and each checkpoint (steps 100, 200, 300),
 #      analysis seed = the run's seed: every sampler of conf/sampler/, PILAF's coef at 0.05 and 0.2 around
-#      beta = 0.1, and T-PILAF (the per-token interpolation the theory is stated for);
+#      beta = 0.1, and T-PILAF (the sequence-level interpolation the theory is stated for; `pilaf` itself
+#      interpolates per token);
 #   3. the table, figure and text (python -m pilaf_exp.analysis.gradients_report).
 # Whatever is already there (a run's summary.json, an analysis's JSON) is kept, not redone.
 set -euo pipefail

@@ -6,9 +6,12 @@ pair (y_a ~ pi_plus, y_b ~ pi_minus) with the *sequence-level* interpolations
 (pi exp(+-r_theta / beta * c) with r_theta the DPO implicit reward; c = beta in the paper), else a vanilla
 pair. `PilafSampler` interpolates per token instead, which is what training uses; this one is for the
 gradient analysis only (it enumerates every response of a prompt on each call, so it is not in
-conf/sampler/). Select it as a variant of pilaf:
+conf/sampler/). The paper mixes half interpolated and half vanilla pairs; the theorem's first-order
+cancellation needs the share Z+ Z- / (1 + Z+ Z-) (`theorem_share`, interpolated_fraction=None).
+Select it as a variant of pilaf:
 
     --variant t_pilaf=pilaf:sampler._target_=pilaf_exp.analysis.theory.SequencePilafSampler
+    --variant t_pilaf_exact=pilaf:sampler._target_=...SequencePilafSampler:sampler.interpolated_fraction=null
 """
 
 from __future__ import annotations
@@ -29,10 +32,27 @@ def interpolated_logprobs(logp: Tensor, reference_logp: Tensor, coef: float) -> 
     return plus - plus.logsumexp(0), minus - minus.logsumexp(0)
 
 
-class SequencePilafSampler:
-    """T-PILAF by enumeration; responses of the task's fixed length, unpadded prompts."""
+def partition_product(logp: Tensor, reference_logp: Tensor, coef: float) -> float:
+    """Z+ Z- = sum pi^(1+c) pi_ref^(-c) x sum pi^(1-c) pi_ref^c: the normalisers of pi+ and pi-."""
+    logp, reference_logp = logp.double(), reference_logp.double()
+    plus = ((1 + coef) * logp - coef * reference_logp).logsumexp(0)
+    minus = ((1 - coef) * logp + coef * reference_logp).logsumexp(0)
+    return float((plus + minus).exp())
 
-    def __init__(self, coef: float, interpolated_fraction: float = 0.5) -> None:
+
+def theorem_share(logp: Tensor, reference_logp: Tensor, coef: float) -> float:
+    """The share of interpolated pairs at which the theorem's first-order cancellation is exact:
+    Z+ Z- / (1 + Z+ Z-) (a mixture weight times sigma'(margin) that no longer depends on the pair)."""
+    product = partition_product(logp, reference_logp, coef)
+    return product / (1.0 + product)
+
+
+class SequencePilafSampler:
+    """T-PILAF by enumeration; responses of the task's fixed length, unpadded prompts.
+    `interpolated_fraction`: the share of interpolated pairs (the paper's 1/2), or None for the theorem's
+    share per prompt (`theorem_share`)."""
+
+    def __init__(self, coef: float, interpolated_fraction: float | None = 0.5) -> None:
         self.coef = coef
         self.interpolated_fraction = interpolated_fraction
 
@@ -43,14 +63,18 @@ class SequencePilafSampler:
         responses = all_sequences(vocab, length)
         rows = len(prompt_ids)
         index_a, index_b = torch.empty(rows, dtype=torch.long), torch.empty(rows, dtype=torch.long)
-        interpolated = torch.rand(rows, generator=generator) < self.interpolated_fraction
+        uniform = torch.rand(rows, generator=generator)  # [rows] below the share: an interpolated pair
+        interpolated = torch.zeros(rows, dtype=torch.bool)
         prompts, inverse = torch.unique(prompt_ids.cpu(), dim=0, return_inverse=True)
         for k, prompt in enumerate(prompts):
             mine = (inverse == k).nonzero().squeeze(-1)
             logp = response_logprobs(policy, prompt.to(prompt_ids.device), vocab, length).cpu()
-            plus, minus = interpolated_logprobs(
-                logp, response_logprobs(reference, prompt, vocab, length).cpu(), self.coef
+            reference_logp = response_logprobs(reference, prompt, vocab, length).cpu()
+            share = self.interpolated_fraction
+            interpolated[mine] = uniform[mine] < (
+                share if share is not None else theorem_share(logp, reference_logp, self.coef)
             )
+            plus, minus = interpolated_logprobs(logp, reference_logp, self.coef)
             draw = lambda lp: torch.multinomial(lp.exp(), len(mine), replacement=True, generator=generator)  # noqa: E731
             index_a[mine] = torch.where(interpolated[mine], draw(plus), draw(logp.double()))
             index_b[mine] = torch.where(interpolated[mine], draw(minus), draw(logp.double()))
