@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.results.primary import primary_table, stability_table
+from pilaf_exp.results.primary import CANDIDATE, primary_table, stability_table
 
-CANDIDATE = "pilaf"  # the sampler whose claims RESULTS.md states a verdict on
 # The report's tables a claim's section shows: (file stem after `<group>_`, title).
 SECTIONS = (
     ("table", "Final policy"),
@@ -140,7 +139,8 @@ def claim_section(
         parts.append(
             f"Sweep `{name}` (its raw runs: `results/kept/{name}.tar.xz`). Primary "
             f"endpoint (the protocol's): exact J, {endpoint}; each sampler "
-            f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}:\n\n{table}"
+            f"minus {BASELINE_SAMPLER} paired by seed, margin ±{margin}; {CANDIDATE}'s row is the claim's test, the "
+            f"other samplers' rows are secondary (Holm among themselves):\n\n{table}"
         )
     parts.append(f"Final exact J (secondary): {verdict(report_dir / f'{group}_table.csv')}.\n")
     for stem, title in SECTIONS:
