@@ -38,15 +38,17 @@ def pack(sweep: Path, out: Path = KEPT) -> Path:
     return target
 
 
-def unpack(kept: Path, runs: Path) -> list[Path]:
-    """Every archive under `kept` extracted below `runs` (one directory per sweep)."""
+def unpack_archive(archive_path: Path, runs: Path) -> Path:
+    """One kept archive extracted below `runs`: returns its sweep's directory."""
     runs.mkdir(parents=True, exist_ok=True)
-    done = []
-    for archive_path in sorted(kept.glob("*.tar.xz")):
-        with tarfile.open(archive_path) as archive:
-            archive.extractall(runs, filter="data")
-        done.append(runs / archive_path.name.removesuffix(".tar.xz"))
-    return done
+    with tarfile.open(archive_path) as archive:
+        archive.extractall(runs, filter="data")
+    return runs / archive_path.name.removesuffix(".tar.xz")
+
+
+def unpack(kept: Path, runs: Path) -> list[Path]:
+    """Every archive directly under `kept` extracted below `runs` (one directory per sweep)."""
+    return [unpack_archive(archive_path, runs) for archive_path in sorted(kept.glob("*.tar.xz"))]
 
 
 def main(argv: list[str] | None = None) -> None:
