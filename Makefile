@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode bench-cold gpu-check gpu-check-rehearsal results gradients clean
+.PHONY: help install lock run test test-slow test-fast lint format bench bench-quick bench-samplers bench-decode bench-cold gpu-check gpu-check-rehearsal results regimes gradients clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 
 results: install  ## the protocol pilot (docs/results/protocol.yaml), the claims it covers, their reports, RESULTS.md
 	$(PY) -m pilaf_exp.results $(ARGS)
+
+regimes: install  ## the regime map (docs/results/protocol_regimes.yaml): its new cells' runs, then docs/results/regimes.md (about 2 h on 2 cores: 5 new cells x 16 runs)
+	$(PY) -m pilaf_exp.results.regimes $(ARGS)
 
 gradients: install  ## the exact gradient analysis (5 vanilla runs, SFT + steps 100-300, ~2.5 h on 2 cores): docs/results/gradients.md
 	bash scripts/gradients.sh

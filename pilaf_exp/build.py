@@ -118,6 +118,8 @@ def build_oracle(cfg: DictConfig, task: Task, reference: PreTrainedModel) -> Rew
     """The oracle; a proxy oracle (oracle.target_std set) is calibrated to mean 0 / std
     `target_std` on pi_ref's train responses."""
     model = make(cfg.oracle.model)
+    if isinstance(model, partial):  # an oracle made from the SFT reference (conf/oracle/policy_ratio.yaml)
+        model = model(reference=reference)
     encoder = None
     if cfg.oracle.get("tokenizer") is not None:
         oracle_tokenizer = make(cfg.oracle.tokenizer)

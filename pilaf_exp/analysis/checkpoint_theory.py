@@ -53,8 +53,11 @@ def checkpoint_quantities(checkpoint: Path, run_config: DictConfig, prompts: int
     table of its first `prompts` test prompts)."""
     from pilaf_exp.analysis.inputs import load_policy  # the model stack, only when a checkpoint is read
     from pilaf_exp.build import build_world, response_table
+    from pilaf_exp.infra.cli import compose_config
 
-    cfg = OmegaConf.merge(run_config, {"eval": {"exact_prompts": prompts}})
+    # this machine's cache (SFT reference, exact tables), not the one the run recorded
+    here = {"eval": {"exact_prompts": prompts}, "cache_dir": str(compose_config().cache_dir)}
+    cfg = OmegaConf.merge(run_config, here)
     world = build_world(cfg)
     table = response_table(cfg, world)
     if table is None:

@@ -104,6 +104,8 @@ def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: i
     the scalar head is applied at each leaf's own position, where the classifier pools (the
     last non-pad token: a response of the embedded task has no padding)."""
     model = oracle.model
+    if hasattr(model, "exact_rewards"):  # an oracle with a walk of its own (labelling/policy_ratio.py)
+        return (model.exact_rewards(prompt, vocab, length).float() - oracle.shift) * oracle.scale
     backbone = getattr(model, model.base_model_prefix)  # the transformer under the scalar head
     cache, argument = DynamicCache(), cache_argument(backbone)
     backbone(input_ids=prompt[None], use_cache=True, **{argument: cache})

@@ -36,7 +36,14 @@ from pilaf_exp.infra.cli import compose_config
 from pilaf_exp.results.keep import KEPT, pack, unpack
 from pilaf_exp.results.launch import head_commit, multirun
 from pilaf_exp.results.pilot import PROTOCOLS, choose, load_protocol, run_pilot
-from pilaf_exp.results.results_text import bursts_section, claim_section, gradients_section, header, protocol_section
+from pilaf_exp.results.results_text import (
+    bursts_section,
+    claim_section,
+    gradients_section,
+    header,
+    protocol_section,
+    regimes_section,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     sections.append(bursts_section(DOCS / "bursts.md"))
     sections.append(gradients_section(DOCS / "gradients.md"))
+    sections.append(regimes_section(DOCS / "regimes.md"))
     seconds = sum(json.loads((d / "done").read_text())["seconds"] for d in args.runs.glob("*") if (d / "done").exists())
     prompts = exact_prompts(args.runs, args.sweeps)
     markers = [args.runs / name / "done" for name in args.sweeps if (args.runs / name / "done").exists()]

@@ -55,10 +55,12 @@ class Cell:
     kept: bool  # made of an earlier claim's runs (its prediction written after them: context, not a test)
     prediction: str  # advantage / tie / "" (none before the runs)
     predicted_gap: float  # T-PILAF (half) - vanilla predicted cosine gap at t = 0.75; nan without one
+    oracle: str = "embedded"  # the conf/oracle/ choice
 
     def knobs(self) -> str:
+        oracle = "" if self.oracle == "embedded" else f"{self.oracle} oracle, "
         return (
-            f"beta {self.beta:g}, r* sd {self.oracle_std:g}, {self.start} start, {self.response_length}-token responses"
+            f"beta {self.beta:g}, {oracle}r* sd {self.oracle_std:g}, {self.start} start, {self.response_length} tokens"
         )
 
 
@@ -78,6 +80,7 @@ def load_cells(protocol: dict) -> list[Cell]:
                 kept=bool(spec.get("kept", False)),
                 prediction=prediction,
                 predicted_gap=float(said.get("gap_at_0.75", float("nan"))),
+                oracle=spec.get("oracle", "embedded"),
             )
         )
     return cells
@@ -109,17 +112,17 @@ def keep_policies(cell: Cell, sweep: Path) -> None:
 
 
 def prepare(cells: list[Cell], runs: Path, jobs: int, only_write: bool) -> None:
-    """Every cell's runs under `runs`: unpacked from the kept archives, or run (new cells, not --only-write)."""
+    """Every cell's runs under `runs`: unpacked from the kept archives, or run (new cells, not --only-write);
+    a finished new cell not yet kept is packed into results/kept/regimes/ with its seed-0 policies."""
     for cell in cells:
         directory = cell_dir(cell, runs)
-        if (directory / "done").exists():
-            continue
-        if cell.kept:
-            unpack_archive(KEPT / f"{cell.sweep}.tar.xz", runs)
-        elif (KEPT_CELLS / f"{cell.name}.tar.xz").exists():
-            unpack_archive(KEPT_CELLS / f"{cell.name}.tar.xz", runs)
-        elif not only_write:
-            multirun(directory, [f"+sweep={cell.sweep}"], jobs)
+        archive = KEPT / f"{cell.sweep}.tar.xz" if cell.kept else KEPT_CELLS / f"{cell.name}.tar.xz"
+        if not (directory / "done").exists():
+            if archive.exists():
+                unpack_archive(archive, runs)
+            elif not only_write and not cell.kept:
+                multirun(directory, [f"+sweep={cell.sweep}"], jobs)
+        if not cell.kept and (directory / "done").exists() and not archive.exists():
             pack(directory, KEPT_CELLS)
             keep_policies(cell, directory)
 

@@ -169,6 +169,21 @@ def gradients_section(page: Path) -> str:
     return f"{title}\n\nFrom [{link}]({link}) (method, table, figure, caveats; `make gradients`):\n\n{verdict}\n"
 
 
+def regimes_section(page: Path) -> str:
+    """The regime map's verdicts per cell (`make regimes` writes `page`), linked; a pointer to the command
+    when it has not been run."""
+    title = "## When PILAF helps: the regime map"
+    if not page.exists():
+        return f"{title}\n\nNot run yet: `make regimes` runs it and writes {page.name}.\n"
+    text = page.read_text()
+    start = text.find("## What the map says")
+    end = text.find("\n##", start + 1)
+    verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
+    link = f"docs/results/{page.name}"
+    what = "grid, protocol, table, figure, the theorem's quantities; `make regimes`"
+    return f"{title}\n\nFrom [{link}]({link}) ({what}):\n\n{verdict}\n"
+
+
 def bursts_section(page: Path) -> str:
     """The findings of `python -m pilaf_exp.results.bursts` on a rerun of a burst (docs/results/bursts.md)."""
     if not page.exists():
