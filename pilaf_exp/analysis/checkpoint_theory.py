@@ -5,7 +5,11 @@ Per test prompt: log pi of every response (an exact walk of the checkpoint), the
 `top` likeliest responses of pi (pi and pi_ref renormalised on them: every sum exact for that world, and the
 mass pi puts on them reported), then `tabular.measure`: the sd of r_theta and of r* - r_theta under pi,
 Z+ Z-, and per sampler the cosine of the expected DPO descent direction with grad J, measured (exact
-Bradley-Terry terms) and predicted (the theorem's linearisation).
+Bradley-Terry terms) and predicted (the theorem's linearisation). The same comparison is made in the
+network's own parameters ("(params)"): each sampler's expected DPO gradient and grad J are weights over the
+same responses (all pairs of the support, each sampler's pair probabilities exact), turned into parameter
+vectors by one backward each (`tree.weighted_gradients`): no pair is sampled, so a difference between
+samplers carries no sampling noise.
 
     python -m pilaf_exp.analysis.checkpoint_theory CHECKPOINT [--prompts 4] [--top 512]
 """
@@ -19,7 +23,17 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pilaf_exp.analysis.tabular import SAMPLERS, measure, support_of
+from pilaf_exp.analysis.tabular import (
+    SAMPLERS,
+    PairWorld,
+    cosine,
+    dpo_gradient,
+    measure,
+    objective_gradient,
+    pair_probability,
+    support_of,
+)
+from pilaf_exp.analysis.tree import weighted_gradients
 from pilaf_exp.evaluation.exact import ResponseTable, response_logprobs
 
 
@@ -35,16 +49,39 @@ def policy_rows(policy: torch.nn.Module, table: ResponseTable, beta: float, top:
             table.reference_logp[i][support].double().log_softmax(0),
             table.reward[i][support].double(),
         )
-        rows.append({"prompt": i, "support mass": float(logp[support].exp().sum())} | measure(*world, beta))
+        row = {"prompt": i, "support mass": float(logp[support].exp().sum())} | measure(*world, beta)
+        rows.append(row | parameter_cosines(policy, prompt, support, PairWorld(*world, beta), table))
     return rows
+
+
+def parameter_cosines(policy: torch.nn.Module, prompt, support, world: PairWorld, table: ResponseTable) -> dict:
+    """Per sampler, the cosine with grad J of its expected DPO descent direction in the policy's parameters
+    (measured and predicted), from exact weights over the support's responses ([K] each, zero elsewhere)."""
+    sets = {"grad J": objective_gradient(world.logp, world.reference_logp, world.reward, world.beta)}
+    for sampler in SAMPLERS:
+        probability = pair_probability(world, sampler)
+        for kind, linearised in (("measured", False), ("predicted", True)):
+            sets[f"{sampler} {kind}"] = -dpo_gradient(world, probability, linearised)
+    live = {name: weights for name, weights in sets.items() if bool(weights.abs().max() > 0)}  # zero: no direction
+    full = []
+    for weights in live.values():
+        dense = torch.zeros(table.vocab**table.length, dtype=torch.float64)
+        dense[support] = weights
+        full.append(dense)
+    with torch.enable_grad():
+        gradients = dict(zip(live, weighted_gradients(policy, prompt, full, table.vocab, table.length)))
+    zero = torch.zeros(1, dtype=torch.float64)  # cosine() says nan for a numerically zero vector
+    grad_j = gradients.get("grad J", zero)
+    return {f"{name} (params)": cosine(gradients.get(name, zero), grad_j) for name in sets if name != "grad J"}
 
 
 def gaps(rows: pd.DataFrame) -> pd.Series:
     """Mean over prompts, with each T-PILAF variant's gap to vanilla (predicted and measured)."""
     mean = rows.drop(columns=["prompt"]).mean()
     for sampler in SAMPLERS[1:]:
-        for kind in ("predicted", "measured"):
-            mean[f"{sampler} - vanilla {kind}"] = mean[f"{sampler} {kind}"] - mean[f"vanilla {kind}"]
+        for kind in ("predicted", "measured", "predicted (params)", "measured (params)"):
+            if f"{sampler} {kind}" in mean:
+                mean[f"{sampler} - vanilla {kind}"] = mean[f"{sampler} {kind}"] - mean[f"vanilla {kind}"]
     return mean
 
 
@@ -62,7 +99,7 @@ def checkpoint_quantities(checkpoint: Path, run_config: DictConfig, prompts: int
     table = response_table(cfg, world)
     if table is None:
         raise SystemExit("error: the run's task cannot be enumerated: the theorem's quantities need task=embedded")
-    policy = load_policy(checkpoint, world.reference).model.eval()
+    policy = load_policy(checkpoint, world.reference).model.eval().requires_grad_(True)
     return gaps(pd.DataFrame(policy_rows(policy, table, float(cfg.algo.beta), top)))
 
 

@@ -23,6 +23,9 @@ THEORY_COLUMNS = {  # the theorem's quantities shown (checkpoint_theory's names 
     "t_pilaf_half - vanilla predicted": "T-PILAF - vanilla, predicted",
     "t_pilaf_half - vanilla measured": "T-PILAF - vanilla, measured",
     "t_pilaf_exact - vanilla measured": "exact-share T-PILAF - vanilla, measured",
+    "vanilla measured (params)": "vanilla (params)",
+    "t_pilaf_half - vanilla measured (params)": "T-PILAF - vanilla (params)",
+    "t_pilaf_exact - vanilla measured (params)": "exact-share T-PILAF - vanilla (params)",
     "support mass": "support mass",
 }
 
@@ -129,7 +132,10 @@ at >= 0.005.
 Seed 0's final policy per cell and sampler (`python -m pilaf_exp.analysis.checkpoint_theory`), on the
 first 4 test prompts, pairs over the policy's 512 likeliest responses (the mass they carry is the last
 column). The theorem's expansion needs sd(r* - r_theta) small; its predicted gap is the linearised one,
-the measured gap uses the exact Bradley-Terry terms.
+the measured gap uses the exact Bradley-Terry terms. Gaps are in the cosine with grad J of each sampler's
+expected DPO descent direction, per response (the tabular view) and, "(params)", in the network's own
+parameters; every pair of the support is counted with each sampler's exact probability, so no gap carries
+pair-sampling noise. "vanilla (params)" is vanilla's own cosine, for scale.
 
 {theory_table(theorem)}
 """

@@ -35,13 +35,25 @@ def test_at_the_reference_the_implicit_reward_is_zero_and_the_samplers_coincide(
     mean = gaps(rows)
     assert abs(mean["t_pilaf_half - vanilla measured"]) < 1e-9
     assert abs(mean["t_pilaf_exact - vanilla predicted"]) < 1e-9
+    assert abs(mean["t_pilaf_half - vanilla measured (params)"]) < 1e-9
 
 
 def test_at_the_target_the_implicit_reward_is_the_oracles():
     _, target, table = world()
-    rows = pd.DataFrame(policy_rows(target, table, beta=1.0, top=VOCAB**LENGTH))
+    rows = pd.DataFrame(policy_rows(target.requires_grad_(True), table, beta=1.0, top=VOCAB**LENGTH))
     assert rows["sd r* - r_theta"].max() < 1e-4  # r_theta = r*: the theorem's expansion is exact here
     assert rows["sd r_theta"].min() > 0.3
     assert rows["Z+ Z-"].min() > 1.0  # Z+ Z- >= 1 (Cauchy-Schwarz), strictly where r_theta varies
     # grad J vanishes at pi* = pi_target: its direction is undefined, and the cosines say so
     assert all(math.isnan(v) for v in rows["vanilla measured"])
+
+
+def test_in_parameter_space_the_exact_share_linearisation_is_along_grad_j():
+    """Off the path (a policy that is neither pi_ref nor pi*), the linearised exact-share T-PILAF gradient is
+    proportional to grad J as weights over responses, so also in the network's parameters; vanilla's is not."""
+    reference, _, table = world()
+    elsewhere = perturbed_policy_reward(reference, prompt_length=2, noise=3.0, seed=7).target.requires_grad_(True)
+    rows = pd.DataFrame(policy_rows(elsewhere, table, beta=1.0, top=VOCAB**LENGTH))
+    assert rows["t_pilaf_exact predicted (params)"].min() > 1 - 1e-6
+    assert rows["vanilla predicted (params)"].max() < 1 - 1e-4
+    assert rows["vanilla measured (params)"].min() > 0  # a descent direction all the same
