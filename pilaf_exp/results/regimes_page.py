@@ -79,14 +79,31 @@ def figure(results: list[CellResult], path: Path) -> None:
     plt.close(fig)
 
 
-def says(results: list[CellResult], missing: list[str]) -> str:
-    """One bullet per cell: prediction, verdict, agreement; then the cells not run to the end."""
+def at_trained_policies(theorem: pd.DataFrame, cell: str) -> str:
+    """Where seed 0's final policies of a cell stand for the theorem: how far r_theta is from r*, and the
+    gap the theorem predicts there beside the measured one (in the network's parameters)."""
+    rows = theorem[theorem["cell"] == cell] if not theorem.empty else theorem
+    if rows.empty:
+        return ""
+    predicted, measured = "t_pilaf_half - vanilla predicted", "t_pilaf_half - vanilla measured (params)"
+    parts = [
+        f"{row['trained with']}: sd(r* - r_theta) {row['sd r* - r_theta']:.2f}, predicted gap"
+        f" {row[predicted]:+.4f}, measured {row[measured]:+.4f}"
+        for _, row in rows.iterrows()
+    ]
+    return " At seed 0's final policies (" + "; ".join(parts) + ")."
+
+
+def says(results: list[CellResult], missing: list[str], theorem: pd.DataFrame) -> str:
+    """One bullet per cell: prediction, verdict, agreement, where its trained policies stand for the
+    theorem; then the cells not run to the end."""
     lines = []
     for r in results:
         d = r.decision
         lines.append(
             f"- **{r.cell.name}** ({r.cell.knobs()}): theory predicts {r.cell.prediction or 'nothing (written after)'};"
-            f" PILAF - vanilla {d.text()}; {agreement(r.cell.prediction, d.word)}."
+            f" PILAF - vanilla {d.text()}; {agreement(r.cell.prediction, d.word)}. Vanilla ends at"
+            f" {r.reached:.0%} of J* - J(pi_ref).{at_trained_policies(theorem, r.cell.name)}"
         )
     lines += [f"- **{name}**: not run to the end; no verdict." for name in missing]
     return "\n".join(lines)
@@ -125,7 +142,7 @@ at >= 0.005.
 
 ## What the map says
 
-{says(results, missing)}
+{says(results, missing, theorem)}
 
 ## The theorem's quantities at the trained policies
 

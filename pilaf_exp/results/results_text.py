@@ -155,33 +155,30 @@ def claim_section(
     return "\n".join(parts) + "\n"
 
 
-def gradients_section(page: Path) -> str:
-    """The verdict of the exact gradient analysis (`make gradients` writes `page`), linked; a pointer
-    to the command when it has not been run."""
-    title = "## The paper's theory, tested exactly: does each sampler's DPO gradient point along grad J?"
+def quoted_section(page: Path, title: str, heading: str, what: str, command: str) -> str:
+    """A RESULTS.md section quoting one section of a page another command writes (its text up to the next
+    `##`), linked; a pointer to the command when the page has not been written."""
     if not page.exists():
-        return f"{title}\n\nNot run yet: `make gradients` runs it and writes {page.name}.\n"
+        return f"{title}\n\nNot run yet: `{command}` runs it and writes {page.name}.\n"
     text = page.read_text()
-    start = text.find("## Does it agree?")
+    start = text.find(heading)
     end = text.find("\n##", start + 1)  # its own bullets, not the subsections after them
     verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
     link = f"docs/results/{page.name}"
-    return f"{title}\n\nFrom [{link}]({link}) (method, table, figure, caveats; `make gradients`):\n\n{verdict}\n"
+    return f"{title}\n\nFrom [{link}]({link}) ({what}; `{command}`):\n\n{verdict}\n"
+
+
+def gradients_section(page: Path) -> str:
+    """The verdict of the exact gradient analysis (`make gradients` writes `page`)."""
+    title = "## The paper's theory, tested exactly: does each sampler's DPO gradient point along grad J?"
+    return quoted_section(page, title, "## Does it agree?", "method, table, figure, caveats", "make gradients")
 
 
 def regimes_section(page: Path) -> str:
-    """The regime map's verdicts per cell (`make regimes` writes `page`), linked; a pointer to the command
-    when it has not been run."""
+    """The regime map's verdicts per cell (`make regimes` writes `page`)."""
     title = "## When PILAF helps: the regime map"
-    if not page.exists():
-        return f"{title}\n\nNot run yet: `make regimes` runs it and writes {page.name}.\n"
-    text = page.read_text()
-    start = text.find("## What the map says")
-    end = text.find("\n##", start + 1)
-    verdict = text[start : end if end > 0 else len(text)].split("\n", 1)[1].strip() if start >= 0 else ""
-    link = f"docs/results/{page.name}"
-    what = "grid, protocol, table, figure, the theorem's quantities; `make regimes`"
-    return f"{title}\n\nFrom [{link}]({link}) ({what}):\n\n{verdict}\n"
+    what = "grid, protocol, table, figure, the theorem's quantities"
+    return quoted_section(page, title, "## What the map says", what, "make regimes")
 
 
 def bursts_section(page: Path) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pilaf_exp.results.results_text import gradients_section
+from pilaf_exp.results.results_text import gradients_section, regimes_section
 
 
 def test_the_gradient_section_quotes_the_verdict_of_the_analysis_page(tmp_path):
@@ -18,6 +18,15 @@ def test_the_gradient_section_quotes_the_verdict_of_the_analysis_page(tmp_path):
 
 def test_without_the_page_the_section_names_the_command(tmp_path):
     assert "`make gradients`" in gradients_section(tmp_path / "gradients.md")
+
+
+def test_the_regimes_section_quotes_what_the_map_says(tmp_path):
+    page = tmp_path / "regimes.md"
+    page.write_text("# Map\n\n## The map\n\n| t |\n\n## What the map says\n\n- **beta1**: tie.\n\n## Quantities\n\nq\n")
+    text = regimes_section(page)
+    assert "- **beta1**: tie." in text and "](docs/results/regimes.md)" in text
+    assert "| t |" not in text and "Quantities" not in text
+    assert "`make regimes`" in regimes_section(tmp_path / "absent.md")
 
 
 def test_the_sweep_time_table_sums_each_phase_per_sampler(tmp_path):
