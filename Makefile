@@ -71,7 +71,7 @@ clean:  ## remove run outputs (not the SFT cache in ~/.cache/pilaf_exp)
 results: install  ## the protocol pilot (docs/results/protocol.yaml), the claims it covers, their reports, RESULTS.md
 	$(PY) -m pilaf_exp.results $(ARGS)
 
-regimes: install  ## the regime map (docs/results/protocol_regimes.yaml): its new cells' runs, then docs/results/regimes.md (about 2 h on 2 cores: 5 new cells x 16 runs)
+regimes: install  ## the regime map (docs/results/protocol_regimes.yaml): its new cells' runs, then docs/results/regimes.md (~100 min on 2 cores: 5 new cells x 16 runs, 98 min measured)
 	$(PY) -m pilaf_exp.results.regimes $(ARGS)
 
 gradients: install  ## the exact gradient analysis (5 vanilla runs, SFT + steps 100-300, ~2.5 h on 2 cores): docs/results/gradients.md

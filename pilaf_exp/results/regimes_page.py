@@ -73,7 +73,11 @@ def figure(results: list[CellResult], path: Path) -> None:
     ax.axhline(0.0, color="k", lw=0.6)
     ax.set_xticks(range(len(results)), [r.cell.name for r in results], rotation=20)
     ax.set_ylabel("PILAF - vanilla, exact-J area\n(share of J* - J(pi_ref))")
-    ax.set_title("Paired by seed, 95% interval; dotted: the margin. Green: theory predicts an advantage", fontsize=8)
+    ax.set_title(
+        "Paired by seed, 95% interval; dotted: the margin. Theory predicts: green an advantage, grey a tie;"
+        " blue: written after the runs",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
