@@ -38,6 +38,7 @@ from pilaf_exp.infra.names import (
 )
 from pilaf_exp.infra.ranks import ONE_PROCESS, Ranks
 from pilaf_exp.labelling.oracle import RewardOracle
+from pilaf_exp.labelling.policy_ratio import PolicyRatioReward
 from pilaf_exp.sampling.engines import cache_argument
 
 
@@ -104,8 +105,10 @@ def response_rewards(oracle: RewardOracle, prompt: Tensor, vocab: int, length: i
     the scalar head is applied at each leaf's own position, where the classifier pools (the
     last non-pad token: a response of the embedded task has no padding)."""
     model = oracle.model
-    if hasattr(model, "exact_rewards"):  # an oracle with a walk of its own (labelling/policy_ratio.py)
-        return (model.exact_rewards(prompt, vocab, length).float() - oracle.shift) * oracle.scale
+    if isinstance(model, PolicyRatioReward):  # r* a log-ratio of two policies: two of the evaluation's own walks
+        raw = response_logprobs(model.target, prompt, vocab, length)
+        raw = raw - response_logprobs(model.reference, prompt, vocab, length)
+        return (raw.float() - oracle.shift) * oracle.scale
     backbone = getattr(model, model.base_model_prefix)  # the transformer under the scalar head
     cache, argument = DynamicCache(), cache_argument(backbone)
     backbone(input_ids=prompt[None], use_cache=True, **{argument: cache})

@@ -41,14 +41,6 @@ class PolicyRatioReward(nn.Module):
         score = self.response_logprob(self.target, *args) - self.response_logprob(self.reference, *args)
         return SimpleNamespace(logits=score[:, None])
 
-    def exact_rewards(self, prompt: Tensor, vocab: int, length: int) -> Tensor:
-        """[vocab**length] r* of every response of one prompt ([P], unpadded), in `all_sequences` order: two
-        exact walks (the evaluation's), not the classifier walk of `evaluation.exact.response_rewards`."""
-        from pilaf_exp.evaluation.exact import response_logprobs  # evaluation imports labelling, not back
-
-        target = response_logprobs(self.target, prompt, vocab, length)
-        return target - response_logprobs(self.reference, prompt, vocab, length)
-
 
 def perturbed_policy_reward(reference: nn.Module, prompt_length: int, noise: float, seed: int) -> PolicyRatioReward:
     """pi_target = `reference` with every weight tensor w moved by noise x std(w) x N(0, 1) (seeded)."""

@@ -18,7 +18,6 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,11 +27,12 @@ from omegaconf import OmegaConf
 
 from pilaf_exp.analysis.checkpoint_theory import checkpoint_quantities
 from pilaf_exp.infra.cli import BASELINE_SAMPLER
-from pilaf_exp.report.decide import Decision, decide, holm_words
+from pilaf_exp.report.decide import decide, holm_words
 from pilaf_exp.report.tables import load_runs
 from pilaf_exp.results.keep import KEPT, pack, unpack_archive
 from pilaf_exp.results.launch import multirun
 from pilaf_exp.results.primary import CANDIDATE, per_seed
+from pilaf_exp.results.regime_cells import Cell, CellResult, load_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "results"
@@ -42,48 +42,6 @@ KEPT_CELLS = KEPT / "regimes"
 POLICIES = KEPT_CELLS / "policies"
 POLICY_SEED = 0  # the seed whose final policies are kept for the theorem's quantities
 THEORY_PROMPTS, THEORY_TOP = 4, 512  # as the predictions (protocol: prediction)
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str
-    sweep: str
-    beta: float
-    oracle_std: float
-    start: str
-    response_length: int
-    kept: bool  # made of an earlier claim's runs (its prediction written after them: context, not a test)
-    prediction: str  # advantage / tie / "" (none before the runs)
-    predicted_gap: float  # T-PILAF (half) - vanilla predicted cosine gap at t = 0.75; nan without one
-    oracle: str = "embedded"  # the conf/oracle/ choice
-
-    def knobs(self) -> str:
-        oracle = "" if self.oracle == "embedded" else f"{self.oracle} oracle, "
-        return (
-            f"beta {self.beta:g}, {oracle}r* sd {self.oracle_std:g}, {self.start} start, {self.response_length} tokens"
-        )
-
-
-def load_cells(protocol: dict) -> list[Cell]:
-    cells = []
-    for name, spec in protocol["cells"].items():
-        said = protocol["prediction"].get(name, {})
-        prediction = said.get("says", "") if said.get("says") in ("advantage", "tie") else ""
-        cells.append(
-            Cell(
-                name=name,
-                sweep=spec["sweep"],
-                beta=float(spec["beta"]),
-                oracle_std=float(spec["oracle_std"]),
-                start=spec["start"],
-                response_length=int(spec["response_length"]),
-                kept=bool(spec.get("kept", False)),
-                prediction=prediction,
-                predicted_gap=float(said.get("gap_at_0.75", float("nan"))),
-                oracle=spec.get("oracle", "embedded"),
-            )
-        )
-    return cells
 
 
 def cell_dir(cell: Cell, runs: Path) -> Path:
@@ -137,17 +95,6 @@ def world_optimum(directory: Path) -> tuple[float, float]:
     return float(reference), float(optimum - reference)
 
 
-@dataclass
-class CellResult:
-    cell: Cell
-    gain: float
-    vanilla: float  # mean endpoint of vanilla over seeds
-    reached: float  # vanilla's mean final exact J - J(pi_ref), a share of J* - J(pi_ref): is pi* within reach?
-    decision: Decision  # PILAF - vanilla, paired by seed, at the cell's margin
-    seconds: float  # the cell's sweep, wall time (its done marker)
-    holm: str = ""  # the verdict after Holm over the protocol's new cells ("" outside that family)
-
-
 def measure_cell(cell: Cell, directory: Path, settings: dict) -> CellResult:
     table = per_seed(directory, settings["endpoint"]).dropna(subset=[CANDIDATE, BASELINE_SAMPLER])
     reference, cell_gain = world_optimum(directory)
@@ -163,20 +110,6 @@ def apply_holm(results: list[CellResult], family: list[str]) -> None:
     words, _ = holm_words([r.decision for r in members], [True] * len(members))
     for result, word in zip(members, words):
         result.holm = word
-
-
-def agreement(prediction: str, word: str) -> str:
-    """The protocol's decision table: the theory's prediction against the cell's verdict."""
-    if not prediction:
-        return "no prediction before the runs"
-    if word == "worse" or (prediction == "tie" and word == "better"):
-        return "contradicts the theory"
-    if prediction == "advantage":
-        return {
-            "better": "theory confirmed",
-            "equivalent": "advantage not shown (below the margin, if any)",
-        }.get(word, "advantage not shown (underpowered)")
-    return "theory confirmed (tie)" if word == "equivalent" else "undecided"
 
 
 def theorem_table(cells: list[Cell]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pilaf_exp.report.markdown import markdown  # noqa: E402
-from pilaf_exp.results.regimes import CellResult, agreement  # noqa: E402
+from pilaf_exp.results.regime_cells import CellResult, agreement  # noqa: E402
 
 FIGURE = "regimes/regimes.png"  # relative to the page
 THEORY_COLUMNS = {  # the theorem's quantities shown (checkpoint_theory's names -> the page's)

@@ -13,16 +13,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from pilaf_exp.infra.cli import compose_config
-from pilaf_exp.results.regimes import (
-    PAGE,
-    PROTOCOL,
-    agreement,
-    apply_holm,
-    cell_dir,
-    load_cells,
-    measure_cell,
-    prepare,
-)
+from pilaf_exp.results.regime_cells import agreement, load_cells
+from pilaf_exp.results.regimes import PAGE, PROTOCOL, apply_holm, cell_dir, measure_cell, prepare
 from pilaf_exp.results.regimes_page import cell_table
 
 ROOT = Path(__file__).resolve().parents[2]
