@@ -31,6 +31,7 @@ from pilaf_exp.report.decide import decide, holm_words
 from pilaf_exp.report.tables import load_runs
 from pilaf_exp.results.keep import KEPT, pack, unpack_archive
 from pilaf_exp.results.launch import multirun
+from pilaf_exp.results.pilot import PROTOCOLS, load_protocol
 from pilaf_exp.results.primary import CANDIDATE, per_seed
 from pilaf_exp.results.regime_cells import Cell, CellResult, load_cells
 
@@ -95,10 +96,18 @@ def world_optimum(directory: Path) -> tuple[float, float]:
     return float(reference), float(optimum - reference)
 
 
+def margin(cell: Cell, gain: float, settings: dict) -> float:
+    """A new cell's margin: the share of its J* - J(pi_ref); a claim's cell keeps the margin its own protocol
+    fixed before its runs (one margin per claim across RESULTS.md)."""
+    if cell.kept:
+        return float(load_protocol(PROTOCOLS[cell.sweep][0])["chosen"]["margin"])
+    return settings["margin_share"] * gain
+
+
 def measure_cell(cell: Cell, directory: Path, settings: dict) -> CellResult:
     table = per_seed(directory, settings["endpoint"]).dropna(subset=[CANDIDATE, BASELINE_SAMPLER])
     reference, cell_gain = world_optimum(directory)
-    decision = decide(table[CANDIDATE] - table[BASELINE_SAMPLER], settings["margin_share"] * cell_gain)
+    decision = decide(table[CANDIDATE] - table[BASELINE_SAMPLER], margin(cell, cell_gain, settings))
     final = per_seed(directory, "final")[BASELINE_SAMPLER].mean()
     seconds = json.loads((directory / "done").read_text())["seconds"]
     vanilla = float(table[BASELINE_SAMPLER].mean())

@@ -134,7 +134,8 @@ cell, decision rule). The new cells' runs took {run_minutes:.1f} min of wall tim
 once); writing this page took {seconds / 60:.1f} min.
 
 Endpoint: the mean exact J over the annotation budget (Table 3's primary endpoint), PILAF - vanilla paired
-by seed; margin 5% of the cell's J* - J(pi_ref). "Theory predicts": the closed-form T-PILAF - vanilla
+by seed; margin 5% of the cell's J* - J(pi_ref) (the two cells made of claims keep the margin their own
+protocol fixed before their runs, as RESULTS.md does). "Theory predicts": the closed-form T-PILAF - vanilla
 cosine gap with grad J on the path pi_ref -> pi* at t = 0.75 (docs/results/regimes/predictions/), advantage
 at >= 0.005.
 
