@@ -23,16 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pilaf_exp.analysis.tabular import (
-    SAMPLERS,
-    PairWorld,
-    cosine,
-    dpo_gradient,
-    measure,
-    objective_gradient,
-    pair_probability,
-    support_of,
-)
+from pilaf_exp.analysis.tabular import PairWorld, cosine, descent_directions, support_of, with_gaps, world_row
 from pilaf_exp.analysis.tree import weighted_gradients
 from pilaf_exp.evaluation.exact import ResponseTable, response_logprobs
 
@@ -44,25 +35,24 @@ def policy_rows(policy: torch.nn.Module, table: ResponseTable, beta: float, top:
     for i, prompt in enumerate(table.prompts):
         logp = response_logprobs(policy, prompt, table.vocab, table.length, table.temperature).double()  # [V^T]
         support = support_of([logp], top)
-        world = (
+        world = PairWorld(
             logp[support].log_softmax(0),
             table.reference_logp[i][support].double().log_softmax(0),
             table.reward[i][support].double(),
+            beta,
         )
-        row = {"prompt": i, "support mass": float(logp[support].exp().sum())} | measure(*world, beta)
-        rows.append(row | parameter_cosines(policy, prompt, support, PairWorld(*world, beta), table))
+        directions = descent_directions(world)  # one set of weights: per response and in the parameters
+        row = {"prompt": i, "support mass": float(logp[support].exp().sum())} | world_row(world, directions)
+        rows.append(row | parameter_cosines(policy, prompt, support, directions, table))
     return rows
 
 
-def parameter_cosines(policy: torch.nn.Module, prompt, support, world: PairWorld, table: ResponseTable) -> dict:
+def parameter_cosines(policy: torch.nn.Module, prompt, support, directions: dict, table: ResponseTable) -> dict:
     """Per sampler, the cosine with grad J of its expected DPO descent direction in the policy's parameters
-    (measured and predicted), from exact weights over the support's responses ([K] each, zero elsewhere)."""
-    sets = {"grad J": objective_gradient(world.logp, world.reference_logp, world.reward, world.beta)}
-    for sampler in SAMPLERS:
-        probability = pair_probability(world, sampler)
-        for kind, linearised in (("measured", False), ("predicted", True)):
-            sets[f"{sampler} {kind}"] = -dpo_gradient(world, probability, linearised)
-    live = {name: weights for name, weights in sets.items() if bool(weights.abs().max() > 0)}  # zero: no direction
+    (measured and predicted), from the exact weights over the support's responses ([K] each, zero elsewhere)."""
+    live = {
+        name: weights for name, weights in directions.items() if bool(weights.abs().max() > 0)
+    }  # zero: no direction
     full = []
     for weights in live.values():
         dense = torch.zeros(table.vocab**table.length, dtype=torch.float64)
@@ -72,17 +62,13 @@ def parameter_cosines(policy: torch.nn.Module, prompt, support, world: PairWorld
         gradients = dict(zip(live, weighted_gradients(policy, prompt, full, table.vocab, table.length)))
     zero = torch.zeros(1, dtype=torch.float64)  # cosine() says nan for a numerically zero vector
     grad_j = gradients.get("grad J", zero)
-    return {f"{name} (params)": cosine(gradients.get(name, zero), grad_j) for name in sets if name != "grad J"}
+    return {f"{name} (params)": cosine(gradients.get(name, zero), grad_j) for name in directions if name != "grad J"}
 
 
 def gaps(rows: pd.DataFrame) -> pd.Series:
     """Mean over prompts, with each T-PILAF variant's gap to vanilla (predicted and measured)."""
-    mean = rows.drop(columns=["prompt"]).mean()
-    for sampler in SAMPLERS[1:]:
-        for kind in ("predicted", "measured", "predicted (params)", "measured (params)"):
-            if f"{sampler} {kind}" in mean:
-                mean[f"{sampler} - vanilla {kind}"] = mean[f"{sampler} {kind}"] - mean[f"vanilla {kind}"]
-    return mean
+    kinds = ("predicted", "measured", "predicted (params)", "measured (params)")
+    return with_gaps(rows.drop(columns=["prompt"]).mean(), kinds)
 
 
 def checkpoint_quantities(checkpoint: Path, run_config: DictConfig, prompts: int, top: int) -> pd.Series:

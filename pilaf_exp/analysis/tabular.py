@@ -111,22 +111,44 @@ def weighted_sd(values: Tensor, weights: Tensor) -> float:
     return float((weights * (values - mean) ** 2).sum().sqrt())
 
 
+def descent_directions(world: PairWorld) -> dict[str, Tensor]:
+    """[K] weights over the world's responses: grad J ("grad J") and, per sampler, the expected DPO descent
+    direction, measured (exact c) and predicted (linearised c). Each is the gradient in the softmax logits,
+    and the weights `tree.weighted_gradients` turns into the network's parameters."""
+    directions = {"grad J": objective_gradient(world.logp, world.reference_logp, world.reward, world.beta)}
+    for sampler in SAMPLERS:
+        probability = pair_probability(world, sampler)
+        directions[f"{sampler} measured"] = -dpo_gradient(world, probability, linearised=False)
+        directions[f"{sampler} predicted"] = -dpo_gradient(world, probability, linearised=True)
+    return directions
+
+
+def world_row(world: PairWorld, directions: dict[str, Tensor]) -> dict[str, float]:
+    """The theorem's quantities of a world and each direction's cosine with grad J (in the logits)."""
+    pi = world.logp.exp()
+    row = {
+        "sd r_theta": weighted_sd(world.implicit, pi),
+        "sd r* - r_theta": weighted_sd(world.reward - world.implicit, pi),
+        "Z+ Z-": partition_product(world.logp, world.reference_logp, world.beta),
+    }
+    return row | {name: cosine(d, directions["grad J"]) for name, d in directions.items() if name != "grad J"}
+
+
 def measure(logp: Tensor, reference_logp: Tensor, reward: Tensor, beta: float) -> dict[str, float]:
     """One policy ([K] log pi of a normalised world): the theorem's quantities and, per sampler, the cosine
     with grad J of the expected DPO descent direction, measured (exact c) and predicted (linearised c)."""
     world = PairWorld(logp.double(), reference_logp.double(), reward.double(), beta)
-    pi = world.logp.exp()
-    grad_j = objective_gradient(world.logp, world.reference_logp, world.reward, beta)
-    row = {
-        "sd r_theta": weighted_sd(world.implicit, pi),
-        "sd r* - r_theta": weighted_sd(world.reward - world.implicit, pi),
-        "Z+ Z-": partition_product(world.logp, world.reference_logp, beta),
-    }
-    for sampler in SAMPLERS:
-        probability = pair_probability(world, sampler)
-        row[f"{sampler} measured"] = cosine(-dpo_gradient(world, probability, linearised=False), grad_j)
-        row[f"{sampler} predicted"] = cosine(-dpo_gradient(world, probability, linearised=True), grad_j)
-    return row
+    return world_row(world, descent_directions(world))
+
+
+def with_gaps(values: pd.DataFrame | pd.Series, kinds: tuple[str, ...]) -> pd.DataFrame | pd.Series:
+    """`values` (columns or index named '<sampler> <kind>') with each T-PILAF variant's gap to vanilla added
+    for every kind present."""
+    for sampler in SAMPLERS[1:]:
+        for kind in kinds:
+            if f"{sampler} {kind}" in values:
+                values[f"{sampler} - vanilla {kind}"] = values[f"{sampler} {kind}"] - values[f"vanilla {kind}"]
+    return values
 
 
 def support_of(policies: list[Tensor], top: int) -> Tensor:
@@ -184,10 +206,7 @@ def world_tables(overrides: list[str], prompts: int) -> tuple[Tensor, Tensor]:
 def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean over prompts per (beta, t, off) cell, and the predicted and measured T-PILAF - vanilla gaps."""
     cells = rows.drop(columns=["prompt"]).groupby(["beta", "t", "off"], sort=False).mean()
-    for sampler in SAMPLERS[1:]:
-        for kind in ("predicted", "measured"):
-            cells[f"{sampler} - vanilla {kind}"] = cells[f"{sampler} {kind}"] - cells[f"vanilla {kind}"]
-    return cells
+    return with_gaps(cells, ("predicted", "measured"))
 
 
 def main(argv: list[str] | None = None) -> None:
